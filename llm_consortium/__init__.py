@@ -1,0 +1,63 @@
+"""llm-consortium: several models answer, an arbiter synthesizes.
+
+This module holds the two ``llm`` hooks and the public names. The public
+names are imported on first use (PEP 562), so loading the plugin — which every
+``llm`` command does, even ``llm --version`` — costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import llm
+
+__version__ = "0.8.0"
+
+_PUBLIC = {
+    "ConsortiumConfig": "llm_consortium.config",
+    "ConsortiumModel": "llm_consortium.model",
+    "ConsortiumOrchestrator": "llm_consortium.orchestrator",
+    "IterationContext": "llm_consortium.results",
+    "create_consortium": "llm_consortium.orchestrator",
+}
+
+__all__ = [*_PUBLIC, "register_commands", "register_models"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'llm_consortium' has no attribute '{name}'")
+
+
+@llm.hookimpl
+def register_commands(cli):
+    from .cli import register
+
+    register(cli)
+
+
+@llm.hookimpl
+def register_models(register):
+    """Every saved consortium becomes a model. Never raises: a problem with
+    the store or a row is one warning on stderr, and the rest still load."""
+    import click
+
+    from .errors import ConsortiumError
+    from .store import read_config_rows_for_startup
+
+    try:
+        rows = read_config_rows_for_startup()
+    except ConsortiumError as ex:
+        click.echo(f"llm-consortium: saved consortia not loaded: {ex}", err=True)
+        return
+    if not rows:
+        return
+    from .model import ConsortiumModel
+    from .saved import configs_from_rows
+
+    for name, config in configs_from_rows(rows).items():
+        register(ConsortiumModel(name, config))

@@ -1,0 +1,167 @@
+"""``ConsortiumModel``: a saved consortium as an ``llm`` model."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import llm
+from pydantic import Field
+
+from .config import ConsortiumConfig
+from .errors import ConsortiumError, RunFailed
+from .events import SynthesisDelta
+from .orchestrator import ConsortiumOrchestrator, history_from_messages
+from .progress import Reporter
+from .saved import check_no_cycle, load_configs
+from .store import shared_store
+
+# Attachments are passed through to every member; a member that cannot take
+# one fails (and is reported) instead of the whole consortium refusing.
+ATTACHMENT_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "application/pdf",
+        "audio/mpeg",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/ogg",
+        "audio/flac",
+        "video/mp4",
+        "video/webm",
+        "text/plain",
+        "text/markdown",
+        "text/csv",
+    }
+)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while a run is going, so it is recorded as
+    interrupted (only possible from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class ConsortiumModel(llm.Model):
+    can_stream = True
+    attachment_types = ATTACHMENT_TYPES
+
+    class Options(llm.Options):
+        max_iterations: Optional[int] = Field(
+            default=None, description="Maximum iterations for this call", ge=1
+        )
+        min_iterations: Optional[int] = Field(
+            default=None, description="Minimum iterations for this call", ge=1
+        )
+        confidence_threshold: Optional[float] = Field(
+            default=None,
+            description="Confidence to stop at, 0-1 (or a percentage, 1-100)",
+            ge=0,
+            le=100,
+        )
+        system_prompt: Optional[str] = Field(
+            default=None, description="System prompt for the members and arbiter"
+        )
+        timeout: Optional[float] = Field(
+            default=None, description="Seconds allowed per member or arbiter call", gt=0
+        )
+        retries: Optional[int] = Field(
+            default=None, description="Retries for transient member or arbiter failures", ge=0
+        )
+
+    def __init__(self, model_id: str, config: ConsortiumConfig) -> None:
+        self.model_id = str(model_id)
+        self.config = config
+
+    def __str__(self) -> str:
+        return f"Consortium: {self.model_id}"
+
+    @property
+    def description(self) -> str:
+        members = ", ".join(f"{count}x {model}" for model, count in self.config.models.items())
+        return f"Consortium strategy '{self.config.strategy}' using models: {members}"
+
+    def config_for(self, prompt: llm.Prompt) -> ConsortiumConfig:
+        """The saved config with this call's ``-o`` options and ``-s`` applied."""
+        options = prompt.options
+        minimum = options.min_iterations
+        if minimum is None and options.max_iterations is not None:
+            # -o max_iterations 1 on a consortium saved with --min-iterations 2
+            # means "at most one", not an error.
+            minimum = min(self.config.minimum_iterations, options.max_iterations)
+        return self.config.with_overrides(
+            max_iterations=options.max_iterations,
+            minimum_iterations=minimum,
+            confidence_threshold=options.confidence_threshold,
+            system_prompt=prompt.system or options.system_prompt,
+            timeout=options.timeout,
+            retries=options.retries,
+        )
+
+    def execute(
+        self,
+        prompt: llm.Prompt,
+        stream: bool,
+        response: llm.Response,
+        conversation: llm.Conversation | None,
+    ) -> Iterator[str]:
+        try:
+            config = self.config_for(prompt)
+            store = shared_store()
+            check_no_cycle(
+                self.model_id,
+                config,
+                {name: saved for name, saved in load_configs(store).items() if name != self.model_id},
+            )
+        except ConsortiumError as ex:
+            raise llm.ModelError(str(ex)) from None
+        orchestrator = ConsortiumOrchestrator(config, config_name=self.model_id, store=store)
+        run = orchestrator.run(
+            prompt.prompt,
+            history=history_from_messages(prompt.messages),
+            attachments=prompt.attachments,
+            stream_final=stream,
+        )
+        report = Reporter()
+        try:
+            with sigterm_as_interrupt():
+                for event in run:
+                    report(event)
+                    if isinstance(event, SynthesisDelta):
+                        yield event.text
+        except RunFailed:
+            raise
+        except ConsortiumError as ex:
+            raise llm.ModelError(str(ex)) from None
+        finally:
+            report.clear()
+            response.set_usage(input=run.input_tokens, output=run.output_tokens)
+            response.response_json = {
+                "run_id": run.run_id,
+                "consortium": self.model_id,
+                "status": run.status,
+                "iterations": (run.result or {}).get("metadata", {}).get("total_iterations"),
+                "confidence": ((run.result or {}).get("synthesis") or {}).get("confidence"),
+                "input_tokens": run.input_tokens,
+                "output_tokens": run.output_tokens,
+            }

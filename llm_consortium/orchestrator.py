@@ -1,0 +1,708 @@
+"""The run loop: members answer concurrently, the arbiter judges, repeat.
+
+The loop is pure: it parses no CLI arguments, prints nothing and opens no
+database of its own. It writes through the ``Store`` it is given and reports
+``events`` to whoever iterates it — ``ConsortiumModel.execute`` (``llm -m``),
+``llm consortium run`` and ``orchestrate()`` (Python) all drive the same loop.
+Auto and manual context differ only in the messages a member is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import llm
+
+from . import arbiter as arbiter_text
+from .calls import CallOutcome, CallRequest, call_model
+from .config import ConsortiumConfig
+from .errors import ConfigError, RunFailed
+from .events import (
+    ArbiterStarted,
+    Event,
+    IterationFinished,
+    IterationStarted,
+    MemberFinished,
+    RunFinished,
+    RunStarted,
+    SynthesisDelta,
+)
+from .prompts import load
+from .results import Decision, IterationContext, Member, MemberResult, members_from_models
+from .store import Store, shared_store, utcnow
+from .strategies import StrategyContext, StrategyOutcome, get_strategy_class
+
+Turn = tuple[str, str]
+POLL_SECONDS = 0.1
+
+
+def normalize_history(history: Any) -> list[Turn]:
+    """Conversation history as ``[(role, text), …]`` with roles user/assistant.
+
+    Accepts ``llm`` Message objects (``prompt.messages``), dicts with
+    ``role``/``content``, ``(role, text)`` pairs, or the original plugin's
+    plain-text history (kept as one user turn).
+    """
+    if not history:
+        return []
+    if isinstance(history, str):
+        return [("user", f"Earlier conversation:\n{history}")]
+    turns: list[Turn] = []
+    for item in history:
+        if isinstance(item, tuple):
+            role, text = item
+        elif isinstance(item, Mapping):
+            role, text = item.get("role", "user"), item.get("content") or item.get("text") or ""
+        else:
+            role = getattr(item, "role", "user")
+            text = "".join(getattr(part, "text", "") or "" for part in getattr(item, "parts", []))
+        if role in ("user", "assistant") and str(text).strip():
+            turns.append((role, str(text)))
+    return turns
+
+
+def history_from_messages(messages: Sequence[Any]) -> list[Turn]:
+    """Earlier turns from ``prompt.messages``: everything before the last
+    user message (the current prompt)."""
+    items = list(messages)
+    for position in range(len(items) - 1, -1, -1):
+        if getattr(items[position], "role", None) == "user":
+            return normalize_history(items[:position])
+    return normalize_history(items)
+
+
+class ConsortiumOrchestrator:
+    """Runs a consortium. ``orchestrate()`` returns the original plugin's
+    result dict; ``run()`` yields events as the run progresses."""
+
+    def __init__(
+        self,
+        config: ConsortiumConfig,
+        config_name: str | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.config_name = config_name
+        self._store = store
+        self.iteration_history: list[dict[str, Any]] = []
+        self.consortium_id: str | None = None
+
+    # The original plugin's attribute names.
+    @property
+    def models(self) -> dict[str, int]:
+        return self.config.models
+
+    @property
+    def arbiter(self) -> str | None:
+        return self.config.arbiter
+
+    @property
+    def system_prompt(self) -> str | None:
+        return self.config.system_prompt
+
+    @property
+    def confidence_threshold(self) -> float:
+        return self.config.confidence_threshold
+
+    @property
+    def max_iterations(self) -> int:
+        return self.config.max_iterations
+
+    @property
+    def minimum_iterations(self) -> int:
+        return self.config.minimum_iterations
+
+    @property
+    def judging_method(self) -> str:
+        return self.config.judging_method
+
+    @property
+    def manual_context(self) -> bool:
+        return self.config.manual_context
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = shared_store()
+        return self._store
+
+    def orchestrate(
+        self,
+        prompt: str,
+        conversation_history: Any = None,
+        consortium_id: str | None = None,
+        *,
+        attachments: Sequence[Any] | None = None,
+    ) -> dict[str, Any]:
+        run = self.run(
+            prompt, history=conversation_history, run_id=consortium_id, attachments=attachments
+        )
+        for _ in run:
+            pass
+        assert run.result is not None
+        return run.result
+
+    def run(
+        self,
+        prompt: str,
+        *,
+        history: Any = None,
+        run_id: str | None = None,
+        attachments: Sequence[Any] | None = None,
+        stream_final: bool = False,
+    ) -> Run:
+        return Run(
+            self,
+            prompt,
+            history=normalize_history(history),
+            run_id=run_id or str(uuid.uuid4()),
+            attachments=list(attachments or []),
+            stream_final=stream_final,
+        )
+
+
+class Run:
+    """One run. Iterate it for events; afterwards ``result`` holds the
+    result dict and ``status`` is ``success``, ``failed`` or ``interrupted``.
+
+    The run row is written before the first member is called and every member
+    and arbiter answer is stored as it arrives, so nothing is lost when the
+    run fails or is interrupted; the run is never left ``running``.
+    """
+
+    def __init__(
+        self,
+        orchestrator: ConsortiumOrchestrator,
+        prompt: str,
+        *,
+        history: list[Turn],
+        run_id: str,
+        attachments: list[Any],
+        stream_final: bool,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.config = orchestrator.config
+        self.store = orchestrator.store
+        self.prompt = prompt
+        self.history = history
+        self.run_id = run_id
+        self.attachments = attachments
+        self.stream_final = stream_final
+        self.status = "pending"
+        self.result: dict[str, Any] | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.cancel = threading.Event()
+        self._started = time.monotonic()
+        self._events: Iterator[Event] | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        if self._events is None:
+            self._events = self._run()
+        return self._events
+
+    # -- helpers ------------------------------------------------------------
+    def _add_usage(self, input_tokens: int | None, output_tokens: int | None) -> None:
+        if input_tokens is not None:
+            self.input_tokens = (self.input_tokens or 0) + input_tokens
+        if output_tokens is not None:
+            self.output_tokens = (self.output_tokens or 0) + output_tokens
+
+    def _is_final(self, iteration: int, confidence: float | None, needs_iteration: bool | None) -> bool:
+        config = self.config
+        if iteration >= config.max_iterations:
+            return True
+        return (
+            iteration >= config.minimum_iterations
+            and confidence is not None
+            and confidence >= config.confidence_threshold
+            and not needs_iteration
+        )
+
+    def _resolve_models(self) -> tuple[dict[str, Any], dict[str, str]]:
+        models: dict[str, Any] = {}
+        missing: dict[str, str] = {}
+        for model_id in self.config.models:
+            try:
+                models[model_id] = llm.get_model(model_id)
+            except llm.UnknownModelError as ex:
+                missing[model_id] = f"Unknown model: {model_id} ({ex})"
+        return models, missing
+
+    # -- the loop -----------------------------------------------------------
+    def _run(self) -> Iterator[Event]:
+        config = self.config
+        strategy_class = get_strategy_class(config.strategy)
+        members = members_from_models(config.models)
+        strategy = strategy_class(
+            config.strategy_params, StrategyContext(self.run_id, config, members)
+        )
+        arbiter_model = None
+        if config.arbiter:
+            try:
+                arbiter_model = llm.get_model(config.arbiter)
+            except llm.UnknownModelError:
+                raise ConfigError(f"Unknown arbiter model: {config.arbiter}") from None
+        models, missing = self._resolve_models()
+        self.store.start_run(
+            {
+                "id": self.run_id,
+                "config_name": self.orchestrator.config_name,
+                "strategy": config.strategy,
+                "judging_method": config.judging_method,
+                "confidence_threshold": config.confidence_threshold,
+                "max_iterations": config.max_iterations,
+                "iteration_count": 0,
+                "user_prompt": self.prompt,
+                "category": config.category,
+                "expected_agreement": config.expected_agreement,
+                "system_prompt": config.system_prompt,
+                "config_json": config.to_dict(),
+                "arbiter": config.arbiter,
+                "member_models": config.models,
+                "conversation_json": [list(turn) for turn in self.history] or None,
+            }
+        )
+        self.status = "running"
+        error: str | None = None
+        decision: Decision | None = None
+        iterations: list[IterationContext] = []
+        decisions: list[Decision] = []
+        own_turns: dict[str, list[Any]] = {member.id: [] for member in members}
+        streamed = False
+        try:
+            yield RunStarted(self.run_id, self.orchestrator.config_name, config.max_iterations, len(members))
+            for iteration in range(1, config.max_iterations + 1):
+                selected = strategy.select_members(members, iteration)
+                if not selected:
+                    raise RunFailed(f"Strategy '{config.strategy}' selected no members in iteration {iteration}")
+                yield IterationStarted(iteration, config.max_iterations, selected)
+                jobs = [
+                    self._member_job(member, iteration, models, missing, strategy, own_turns, decision)
+                    for member in selected
+                ]
+                results: list[MemberResult] = []
+                for result in self._fan_out(jobs):
+                    results.append(result)
+                    yield MemberFinished(result, len(results), len(jobs))
+                results.sort(key=lambda result: result.member.index)
+                succeeded = [result for result in results if result.ok]
+                if len(succeeded) < config.min_responses:
+                    raise RunFailed(self._members_failed_message(iteration, results))
+                if not config.manual_context:
+                    for result in succeeded:
+                        own_turns[result.member.id] += [llm.user(result.prompt), llm.assistant(result.text or "")]
+                outcome = strategy.process_responses(succeeded, iteration)
+                if not outcome.responses:
+                    raise RunFailed(
+                        f"Strategy '{config.strategy}' passed no responses to the arbiter in iteration {iteration}"
+                    )
+                self.store.mark_selected(self.run_id, iteration, [r.response_id for r in outcome.responses])
+                if arbiter_model is None:
+                    first = outcome.responses[0]
+                    decision = Decision(
+                        synthesis=first.answer or first.text or "",
+                        confidence=1.0,
+                        analysis="No arbiter defined, using first model response.",
+                        ranking=[first.member.id],
+                        chosen_response_id=first.response_id,
+                        chosen_member_id=first.member.id,
+                    )
+                    self._record_decision(iteration, decision, None, None, outcome)
+                else:
+                    judged = yield from self._judge(arbiter_model, iteration, outcome, decisions)
+                    decision, streamed = judged
+                decisions.append(decision)
+                context = IterationContext(
+                    iteration=iteration,
+                    selected_models=[
+                        {"id": m.id, "model": m.model, "instance": m.instance} for m in selected
+                    ],
+                    model_responses=[result.to_dict() for result in results],
+                    synthesis=decision.to_dict(),
+                    results=results,
+                    decision=decision,
+                    members=selected,
+                )
+                strategy.update_state(context)
+                iterations.append(context)
+                self.orchestrator.iteration_history = [item.to_dict() for item in iterations]
+                final = self._is_final(iteration, decision.confidence, decision.needs_iteration)
+                self.store.update_run(
+                    self.run_id,
+                    iteration_count=iteration,
+                    final_confidence=decision.confidence,
+                    input_tokens=self.input_tokens,
+                    output_tokens=self.output_tokens,
+                )
+                yield IterationFinished(iteration, decision, final)
+                if final:
+                    break
+            assert decision is not None
+            if not streamed:
+                yield SynthesisDelta(decision.synthesis)
+            self.status = "success"
+        except (KeyboardInterrupt, GeneratorExit):
+            self.status = "interrupted"
+            error = "interrupted"
+            raise
+        except RunFailed as ex:
+            self.status = "failed"
+            error = str(ex)
+            raise
+        except Exception as ex:
+            self.status = "failed"
+            error = f"{type(ex).__name__}: {ex}"
+            raise
+        finally:
+            self.cancel.set()
+            self.store.finish_run(
+                self.run_id,
+                status=self.status,
+                error=error,
+                iteration_count=len(iterations),
+                final_confidence=decision.confidence if decision else None,
+                final_synthesis=decision.synthesis if decision and self.status == "success" else None,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                duration_ms=int((time.monotonic() - self._started) * 1000),
+            )
+        self.result = {
+            "synthesis": decision.to_dict(),
+            "iterations": [item.to_dict() for item in iterations],
+            "metadata": {
+                "total_iterations": len(iterations),
+                "consortium_id": self.run_id,
+                "run_id": self.run_id,
+                "config_name": self.orchestrator.config_name,
+                "config": config.to_dict(),
+                "status": self.status,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "duration_ms": int((time.monotonic() - self._started) * 1000),
+            },
+            "original_prompt": self.prompt,
+        }
+        self.orchestrator.consortium_id = self.run_id
+        yield RunFinished(self.run_id, self.status, self.result)
+
+    def _members_failed_message(self, iteration: int, results: list[MemberResult]) -> str:
+        failed = [result for result in results if not result.ok]
+        lines = [
+            f"Only {len(results) - len(failed)} of {len(results)} members answered in iteration "
+            f"{iteration} (at least {self.config.min_responses} needed):"
+        ]
+        lines += [f"  {result.member.label}: {result.error}" for result in failed]
+        return "\n".join(lines)
+
+    # -- members ------------------------------------------------------------
+    def _member_job(
+        self,
+        member: Member,
+        iteration: int,
+        models: dict[str, Any],
+        missing: dict[str, str],
+        strategy: Any,
+        own_turns: dict[str, list[Any]],
+        previous: Decision | None,
+    ) -> tuple[Member, CallRequest | None, MemberResult]:
+        system = "\n\n".join(
+            part
+            for part in (
+                strategy.member_system_prompt(member, self.config.system_prompt),
+                load("member_instructions.txt"),
+            )
+            if part
+        )
+        if iteration == 1 or previous is None:
+            text = self.prompt
+        else:
+            text = arbiter_text.build_refinement_prompt(self.prompt, iteration, previous)
+        shell = MemberResult(
+            member=member,
+            iteration=iteration,
+            response_id=f"{self.run_id}:{iteration}:{member.id}",
+            prompt=text,
+            system=system,
+            role=strategy.member_role(member),
+        )
+        model = models.get(member.model)
+        if model is None:
+            shell.error = missing[member.model]
+            return member, None, shell
+        turns = [
+            llm.user(content) if role == "user" else llm.assistant(content)
+            for role, content in self.history
+        ]
+        turns += own_turns[member.id]
+        if turns and not getattr(model, "supports_conversation", True):
+            transcript = arbiter_text.format_history(self.history)
+            text = f"Earlier conversation:\n{transcript}\n\n{text}"
+            turns = []
+        request = CallRequest(
+            model=model,
+            prompt=text,
+            system=system,
+            messages=[llm.system(system), *turns],
+            attachments=self.attachments or None,
+            stream=False,
+        )
+        shell.prompt = text
+        return member, request, shell
+
+    def _fan_out(
+        self, jobs: list[tuple[Member, CallRequest | None, MemberResult]]
+    ) -> Iterator[MemberResult]:
+        """Call every member at once (no fixed cap; ``max_concurrency`` if
+        configured) and yield results as they arrive, stored first."""
+        config = self.config
+        inbox: queue.Queue[tuple[MemberResult, CallOutcome | None]] = queue.Queue()
+        gate = threading.BoundedSemaphore(config.max_concurrency) if config.max_concurrency else None
+
+        def work(request: CallRequest, shell: MemberResult) -> None:
+            if gate is not None:
+                gate.acquire()
+            try:
+                outcome = call_model(
+                    request, timeout=config.timeout, retries=config.retries, cancel=self.cancel
+                )
+            finally:
+                if gate is not None:
+                    gate.release()
+            inbox.put((shell, outcome))
+
+        for _, request, shell in jobs:
+            if request is None:
+                inbox.put((shell, None))
+            else:
+                threading.Thread(
+                    target=work, args=(request, shell), daemon=True, name=f"member-{shell.member.id}"
+                ).start()
+        pending = len(jobs)
+        while pending:
+            try:
+                batch = [inbox.get(timeout=POLL_SECONDS)]
+            except queue.Empty:
+                continue
+            while True:
+                try:
+                    batch.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            results = [self._member_result(shell, outcome) for shell, outcome in batch]
+            self.store.record_members([self._member_row(result) for result in results])
+            pending -= len(results)
+            yield from results
+
+    def _member_result(self, shell: MemberResult, outcome: CallOutcome | None) -> MemberResult:
+        if outcome is None:
+            return shell
+        shell.duration_ms = outcome.duration_ms
+        shell.attempts = outcome.attempts
+        shell.input_tokens = outcome.input_tokens
+        shell.output_tokens = outcome.output_tokens
+        self._add_usage(outcome.input_tokens, outcome.output_tokens)
+        if outcome.error is not None:
+            shell.error = outcome.error
+            return shell
+        shell.response_id = outcome.response_id or shell.response_id
+        shell.text = outcome.text
+        shell.answer = arbiter_text.member_answer(outcome.text or "")
+        shell.confidence = arbiter_text.member_confidence(outcome.text or "")
+        return shell
+
+    def _member_row(self, result: MemberResult) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "response_id": result.response_id,
+            "role": result.role or "member",
+            "iteration": result.iteration,
+            "member_index": result.member.index,
+            "member_id": result.member.id,
+            "model": result.member.model,
+            "instance": result.member.instance,
+            "prompt": result.prompt,
+            "system": result.system,
+            "response": result.text,
+            "answer": result.answer,
+            "error": result.error,
+            "confidence": result.confidence,
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "duration_ms": result.duration_ms,
+            "attempts": result.attempts,
+            "status": "ok" if result.ok else "failed",
+            "selected": 0,
+            "extra_json": result.extra or None,
+            "created_at": utcnow(),
+        }
+
+    # -- the arbiter --------------------------------------------------------
+    def _judge(
+        self,
+        model: Any,
+        iteration: int,
+        outcome: StrategyOutcome,
+        previous: list[Decision],
+    ) -> Iterator[Event | tuple[Decision, bool]]:
+        config = self.config
+        prompt = arbiter_text.build_arbiter_prompt(
+            judging_method=config.judging_method,
+            original_prompt=self.prompt,
+            results=outcome.responses,
+            history=self.history,
+            previous=previous,
+            user_instructions=config.system_prompt,
+            iteration=iteration,
+            max_iterations=config.max_iterations,
+        )
+        yield ArbiterStarted(iteration, config.arbiter or "")
+        streaming = (
+            self.stream_final and config.judging_method != "rank" and bool(getattr(model, "can_stream", False))
+        )
+        inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        request = CallRequest(model=model, prompt=prompt, stream=streaming)
+
+        def work() -> None:
+            result = call_model(
+                request,
+                timeout=config.timeout,
+                retries=config.retries,
+                cancel=self.cancel,
+                on_chunk=(lambda attempt, chunk: inbox.put(("chunk", attempt, chunk))) if streaming else None,
+            )
+            inbox.put(("done", result, None))
+
+        threading.Thread(target=work, daemon=True, name="arbiter").start()
+        stream = arbiter_text.SynthesisStream(lambda c, n: self._is_final(iteration, c, n))
+        attempt_seen = 1
+        while True:
+            try:
+                kind, first, second = inbox.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if kind == "done":
+                call: CallOutcome = first
+                break
+            if first != attempt_seen:
+                if stream.streamed:
+                    raise RunFailed(f"Arbiter {config.arbiter} failed part-way through its answer")
+                stream = arbiter_text.SynthesisStream(lambda c, n: self._is_final(iteration, c, n))
+                attempt_seen = first
+            delta = stream.feed(second)
+            if delta:
+                yield SynthesisDelta(delta)
+        self._add_usage(call.input_tokens, call.output_tokens)
+        if call.error is not None:
+            self._record_decision(iteration, None, call, prompt, outcome)
+            if stream.streamed:
+                raise RunFailed(f"Arbiter {config.arbiter} failed part-way through its answer: {call.error}")
+            raise RunFailed(f"Arbiter {config.arbiter} failed: {call.error}")
+        try:
+            decision = arbiter_text.parse_decision(call.text or "", outcome.responses, config.judging_method)
+        except ValueError as ex:
+            call.error = str(ex)
+            self._record_decision(iteration, None, call, prompt, outcome)
+            raise RunFailed(f"Arbiter {config.arbiter}: {ex}") from None
+        if stream.streamed:
+            decision.synthesis = stream.emitted
+        self._record_decision(iteration, decision, call, prompt, outcome)
+        return decision, stream.streamed
+
+    def _record_decision(
+        self,
+        iteration: int,
+        decision: Decision | None,
+        call: CallOutcome | None,
+        prompt: str | None,
+        outcome: StrategyOutcome,
+    ) -> None:
+        telemetry = outcome.telemetry
+        if decision is not None:
+            decision.geometric_confidence = telemetry.get("geometric_confidence")
+            decision.centroid_vector = telemetry.get("centroid_vector")
+            decision.outliers = list(telemetry.get("outliers") or [])
+        self.store.record_embeddings(
+            [{"run_id": self.run_id, "iteration": iteration, **row} for row in telemetry.get("embeddings", [])]
+        )
+        self.store.record_clusters(
+            [{"run_id": self.run_id, "iteration": iteration, **row} for row in telemetry.get("clusters", [])]
+        )
+        data = decision.to_dict() if decision else {}
+        data.pop("raw_arbiter_response", None)
+        self.store.record_decision(
+            {
+                "run_id": self.run_id,
+                "iteration": iteration,
+                "response_id": call.response_id if call else None,
+                "chosen_response_id": decision.chosen_response_id if decision else None,
+                "confidence": decision.confidence if decision else None,
+                "synthesis": decision.synthesis if decision else None,
+                "decision_json": json.dumps(data) if decision else None,
+                "ranking_json": json.dumps(decision.ranking) if decision else None,
+                "refinement_areas": json.dumps(decision.refinement_areas) if decision else None,
+                "geometric_confidence": decision.geometric_confidence if decision else None,
+                "centroid_vector": json.dumps(decision.centroid_vector)
+                if decision and decision.centroid_vector is not None
+                else None,
+                "model": self.config.arbiter,
+                "prompt": prompt,
+                "raw_response": call.text if call else None,
+                "analysis": decision.analysis if decision else None,
+                "dissent": decision.dissent if decision else None,
+                "needs_iteration": int(decision.needs_iteration) if decision else None,
+                "outliers_json": json.dumps(decision.outliers) if decision else None,
+                "error": call.error if call else None,
+                "input_tokens": call.input_tokens if call else None,
+                "output_tokens": call.output_tokens if call else None,
+                "duration_ms": call.duration_ms if call else None,
+                "attempts": call.attempts if call else None,
+                "created_at": utcnow(),
+            }
+        )
+
+
+def create_consortium(
+    models: Any,
+    arbiter: str | None = None,
+    confidence_threshold: float = 0.8,
+    max_iterations: int = 3,
+    minimum_iterations: int = 1,
+    system_prompt: str | None = None,
+    judging_method: str = "default",
+    manual_context: bool = False,
+    strategy: str = "default",
+    strategy_params: dict[str, Any] | None = None,
+    config_name: str | None = None,
+    embedding_backend: str | None = None,
+    embedding_model: str | None = None,
+    **settings: Any,
+) -> ConsortiumOrchestrator:
+    """A ready-to-run orchestrator. ``models`` is a list of specs
+    (``"gpt-4o:2"``) or a ``{model: count}`` dict. Invalid values raise
+    ``ValueError`` with the same messages as the CLI. Extra keyword
+    arguments set further config fields (``timeout``, ``retries``,
+    ``min_responses``, ``max_concurrency``); ``store=`` picks a database."""
+    store = settings.pop("store", None)
+    config = ConsortiumConfig(
+        models=models,
+        arbiter=arbiter,
+        confidence_threshold=confidence_threshold,
+        max_iterations=max_iterations,
+        minimum_iterations=minimum_iterations,
+        system_prompt=system_prompt,
+        judging_method=judging_method,
+        manual_context=manual_context,
+        strategy=strategy,
+        strategy_params=strategy_params or {},
+        embedding_backend=embedding_backend,
+        embedding_model=embedding_model,
+        **settings,
+    )
+    return ConsortiumOrchestrator(config, config_name=config_name, store=store)

@@ -1,0 +1,139 @@
+"""Value types of a run: members, their results, arbiter decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member instance. ``id`` is stable: numbered 1, 2, … in config
+    order (model order, then instance), never in completion order."""
+
+    id: str
+    model: str
+    instance: int  # 0-based, as in the original plugin
+    index: int  # 0-based position in config order
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}[{self.instance}]"
+
+
+def members_from_models(models: dict[str, int]) -> list[Member]:
+    members: list[Member] = []
+    for model, count in models.items():
+        for instance in range(count):
+            index = len(members)
+            members.append(Member(id=str(index + 1), model=model, instance=instance, index=index))
+    return members
+
+
+@dataclass
+class MemberResult:
+    """One member's answer (or failure) in one iteration."""
+
+    member: Member
+    iteration: int
+    response_id: str
+    prompt: str = ""
+    system: str | None = None
+    text: str | None = None
+    answer: str | None = None
+    confidence: float | None = None
+    error: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    duration_ms: int = 0
+    attempts: int = 0
+    role: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The original plugin's member response shape, plus our fields."""
+        data: dict[str, Any] = {
+            "model": self.member.model,
+            "instance": self.member.instance,
+            "id": self.member.id,
+            "response_id": self.response_id,
+        }
+        if self.ok:
+            data.update(response=self.text, answer=self.answer, confidence=self.confidence)
+        else:
+            data["error"] = self.error
+        data.update(
+            iteration=self.iteration,
+            role=self.role,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            duration_ms=self.duration_ms,
+            attempts=self.attempts,
+            **self.extra,
+        )
+        return data
+
+
+@dataclass
+class Decision:
+    """The arbiter's parsed decision for one iteration."""
+
+    synthesis: str
+    confidence: float
+    analysis: str = ""
+    dissent: str = ""
+    needs_iteration: bool = False
+    refinement_areas: list[str] = field(default_factory=list)
+    ranking: list[str] = field(default_factory=list)
+    chosen_response_id: str | None = None
+    chosen_member_id: str | None = None
+    raw_arbiter_response: str = ""
+    geometric_confidence: float | None = None
+    centroid_vector: list[float] | None = None
+    outliers: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "synthesis": self.synthesis,
+            "confidence": self.confidence,
+            "analysis": self.analysis,
+            "dissent": self.dissent,
+            "needs_iteration": self.needs_iteration,
+            "refinement_areas": list(self.refinement_areas),
+            "ranking": list(self.ranking),
+            "chosen_response_id": self.chosen_response_id,
+            "chosen_member_id": self.chosen_member_id,
+            "geometric_confidence": self.geometric_confidence,
+            "centroid_vector": self.centroid_vector,
+            "outliers": list(self.outliers),
+            "raw_arbiter_response": self.raw_arbiter_response,
+        }
+
+
+@dataclass
+class IterationContext:
+    """One finished iteration, as strategies see it in ``update_state``.
+
+    ``synthesis`` and ``model_responses`` keep the original plugin's dict
+    shapes; ``results`` and ``decision`` are the typed forms.
+    """
+
+    iteration: int
+    selected_models: list[dict[str, Any]]
+    model_responses: list[dict[str, Any]]
+    synthesis: dict[str, Any]
+    results: list[MemberResult] = field(default_factory=list)
+    decision: Decision | None = None
+    members: list[Member] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "selected_models": self.selected_models,
+            "model_responses": self.model_responses,
+            "synthesis": self.synthesis,
+        }

@@ -1,0 +1,374 @@
+"""``consortium_logs.db``: saved configurations and complete run transcripts.
+
+One ``Store`` per database file and process. It keeps one connection, guarded
+by a lock, so threads in a process never write at once; across processes the
+database runs in WAL mode, every write is a short ``BEGIN IMMEDIATE``
+transaction, and a busy database is waited for (``busy_timeout``) and retried
+instead of reaching the user as ``database is locked``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from .errors import NotFoundError, StoreError
+from .migrations import MIGRATIONS
+
+DB_FILENAME = "consortium_logs.db"
+BUSY_TIMEOUT_MS = 30_000
+LOCKED_RETRY_SECONDS = 120.0
+T = TypeVar("T")
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def default_db_path() -> pathlib.Path:
+    import llm
+
+    try:
+        return llm.user_dir() / DB_FILENAME
+    except OSError as ex:
+        raise StoreError(f"Cannot use the llm user directory: {ex}") from None
+
+
+def _is_locked(ex: sqlite3.OperationalError) -> bool:
+    message = str(ex).lower()
+    return "locked" in message or "busy" in message
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+class Store:
+    """Access to one consortium database file."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = pathlib.Path(path) if path is not None else default_db_path()
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._migrated = False
+
+    # -- connection -------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    str(self.path),
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            except (sqlite3.Error, OSError) as ex:
+                raise StoreError(f"Cannot open {self.path}: {ex}") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + LOCKED_RETRY_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as ex:
+                if not _is_locked(ex) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.path}: {ex}") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+            except sqlite3.DatabaseError as ex:
+                raise StoreError(f"{self.path} is not a usable database: {ex}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction, retried while another process writes."""
+        with self._lock:
+            self._ensure_schema()
+            conn = self._connect()
+            self._retrying(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._retrying(lambda: conn.execute("COMMIT"))
+
+    def _ensure_schema(self) -> None:
+        if self._migrated:
+            return
+        conn = self._connect()
+
+        def migrate() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS _consortium_migrations "
+                    "(name TEXT PRIMARY KEY, applied_at TEXT)"
+                )
+                applied = {
+                    row[0] for row in conn.execute("SELECT name FROM _consortium_migrations")
+                }
+                known = {name for name, _ in MIGRATIONS}
+                newer = sorted(applied - known)
+                if newer:
+                    raise StoreError(
+                        f"{self.path} was written by a newer llm-consortium "
+                        f"(schema {newer[-1]}); upgrade llm-consortium to use it"
+                    )
+                for name, fn in MIGRATIONS:
+                    if name not in applied:
+                        fn(conn)
+                        conn.execute(
+                            "INSERT INTO _consortium_migrations (name, applied_at) VALUES (?, ?)",
+                            (name, utcnow()),
+                        )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        with self._lock:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._retrying(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError as ex:
+                if "readonly" not in str(ex).lower() and "read-only" not in str(ex).lower():
+                    raise StoreError(f"{self.path}: {ex}") from None
+            except sqlite3.DatabaseError as ex:
+                raise StoreError(f"{self.path} is not a usable database: {ex}") from None
+            self._retrying(migrate)
+            self._migrated = True
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            self._ensure_schema()
+            conn = self._connect()
+            rows = self._retrying(lambda: conn.execute(sql, tuple(params)).fetchall())
+            return [dict(row) for row in rows]
+
+    # -- configurations ---------------------------------------------------
+    def save_config(self, name: str, config: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?)",
+                (name, json.dumps(config), utcnow()),
+            )
+
+    def config_rows(self) -> list[dict[str, Any]]:
+        """Every saved configuration row, newest first (config left as JSON text)."""
+        return self._read(
+            "SELECT name, config, created_at FROM consortium_configs "
+            "ORDER BY created_at DESC, name DESC"
+        )
+
+    def config_row(self, name: str) -> dict[str, Any]:
+        rows = self._read(
+            "SELECT name, config, created_at FROM consortium_configs WHERE name = ?", (name,)
+        )
+        if not rows:
+            raise NotFoundError(f"Consortium '{name}' not found.")
+        return rows[0]
+
+    def remove_config(self, name: str) -> None:
+        with self._write() as conn:
+            deleted = conn.execute("DELETE FROM consortium_configs WHERE name = ?", (name,)).rowcount
+        if not deleted:
+            raise NotFoundError(f"Consortium with name '{name}' not found.")
+
+    # -- runs -------------------------------------------------------------
+    def start_run(self, row: dict[str, Any]) -> None:
+        row = {"created_at": utcnow(), "status": "running", "pid": os.getpid(), **row}
+        self._insert("consortium_runs", row)
+
+    def finish_run(self, run_id: str, **fields: Any) -> None:
+        """Final status, totals and ``finished_at`` of a run."""
+        self.update_run(run_id, finished_at=utcnow(), **fields)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        assignments = ", ".join(f"[{key}] = ?" for key in fields)
+        with self._write() as conn:
+            conn.execute(
+                f"UPDATE consortium_runs SET {assignments} WHERE id = ?",
+                (*fields.values(), run_id),
+            )
+
+    def record_members(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._insert("consortium_members", *rows)
+
+    def mark_selected(self, run_id: str, iteration: int, response_ids: list[str]) -> None:
+        """Flag the member responses the strategy passed to the arbiter."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE consortium_members SET selected = 1 "
+                "WHERE run_id = ? AND iteration = ? AND response_id = ?",
+                [(run_id, iteration, response_id) for response_id in response_ids],
+            )
+
+    def record_decision(self, row: dict[str, Any]) -> None:
+        self._insert("arbiter_decisions", row, replace=True)
+
+    def record_embeddings(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._insert("response_embeddings", *rows, replace=True)
+
+    def record_clusters(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._insert("consensus_clusters", *rows)
+
+    def _insert(self, table: str, *rows: dict[str, Any], replace: bool = False) -> None:
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        with self._write() as conn:
+            for row in rows:
+                values = {
+                    key: _dumps(value) if isinstance(value, (dict, list, tuple)) else value
+                    for key, value in row.items()
+                }
+                columns = ", ".join(f"[{key}]" for key in values)
+                marks = ", ".join("?" for _ in values)
+                conn.execute(
+                    f"{verb} INTO [{table}] ({columns}) VALUES ({marks})",
+                    tuple(values.values()),
+                )
+
+    def runs(
+        self, limit: int | None = 10, since: str | None = None, config_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = [], []
+        if since:
+            where.append("created_at >= ?")
+            params.append(since)
+        if config_name:
+            where.append("config_name = ?")
+            params.append(config_name)
+        sql = "SELECT * FROM consortium_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._read(sql, params)
+
+    def resolve_run_id(self, run_id: str | None) -> str:
+        """A full run id from a unique prefix, or the latest run for ``None``."""
+        if run_id is None:
+            rows = self._read(
+                "SELECT id FROM consortium_runs ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            )
+            if not rows:
+                raise NotFoundError("No consortium runs found.")
+            return rows[0]["id"]
+        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._read(
+            "SELECT id FROM consortium_runs WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3",
+            (run_id, escaped + "%"),
+        )
+        exact = [row for row in rows if row["id"] == run_id]
+        if exact:
+            return run_id
+        if not rows:
+            raise NotFoundError(f"Consortium run '{run_id}' not found.")
+        if len(rows) > 1:
+            raise NotFoundError(f"Run id prefix '{run_id}' is ambiguous; give more characters.")
+        return rows[0]["id"]
+
+    def run_details(self, run_id: str | None) -> dict[str, Any]:
+        """``{"run", "members", "decisions", "embeddings", "clusters"}`` for one run."""
+        full_id = self.resolve_run_id(run_id)
+        run = self._read("SELECT * FROM consortium_runs WHERE id = ?", (full_id,))[0]
+        members = self._read(
+            "SELECT * FROM consortium_members WHERE run_id = ? ORDER BY iteration, member_index",
+            (full_id,),
+        )
+        decisions = self._read(
+            "SELECT * FROM arbiter_decisions WHERE run_id = ? ORDER BY iteration", (full_id,)
+        )
+        embeddings = self._read(
+            "SELECT * FROM response_embeddings WHERE run_id = ? ORDER BY iteration, member_id",
+            (full_id,),
+        )
+        clusters = self._read(
+            "SELECT * FROM consensus_clusters WHERE run_id = ? ORDER BY iteration, cluster_id",
+            (full_id,),
+        )
+        return {
+            "run": run,
+            "members": members,
+            "decisions": decisions,
+            "embeddings": embeddings,
+            "clusters": clusters,
+        }
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Read-only SQL for reports (leaderboard, export)."""
+        return self._read(sql, params)
+
+
+_shared: dict[pathlib.Path, Store] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_store(path: str | os.PathLike[str] | None = None) -> Store:
+    """One ``Store`` per database file per process, shared by every run (and
+    nested consortia) so that a process holds a single connection."""
+    resolved = pathlib.Path(path) if path is not None else default_db_path()
+    with _shared_lock:
+        if resolved not in _shared:
+            _shared[resolved] = Store(resolved)
+        return _shared[resolved]
+
+
+def read_config_rows_for_startup() -> list[dict[str, Any]]:
+    """Config rows for ``register_models``: read-only, creates nothing.
+
+    Start-up must never write or fail: a missing file means no consortia, and
+    any other problem is raised as ``StoreError`` for the caller to warn about.
+    """
+    path = default_db_path()
+    if not path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as ex:
+        raise StoreError(f"Cannot open {path}: {ex}") from None
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 5000")
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "consortium_configs" not in tables:
+            return []
+        return [
+            dict(row)
+            for row in conn.execute(
+                "SELECT name, config, created_at FROM consortium_configs "
+                "ORDER BY created_at DESC, name DESC"
+            )
+        ]
+    except sqlite3.DatabaseError as ex:
+        raise StoreError(f"{path} is not a usable database: {ex}") from None
+    finally:
+        conn.close()
