@@ -39,6 +39,11 @@ from .store import Store, shared_store, utcnow
 from .strategies import StrategyContext, StrategyOutcome, get_strategy_class
 
 Turn = tuple[str, str]
+# Telemetry keys stored in columns/tables of their own; the rest are the
+# strategy's notes, kept in the decision's ``decision_json``.
+STORED_TELEMETRY = frozenset(
+    {"geometric_confidence", "centroid_vector", "outliers", "embeddings", "clusters"}
+)
 POLL_SECONDS = 0.1
 
 
@@ -298,7 +303,10 @@ class Run:
                 if not config.manual_context:
                     for result in succeeded:
                         own_turns[result.member.id] += [llm.user(result.prompt), llm.assistant(result.text or "")]
-                outcome = strategy.process_responses(succeeded, iteration)
+                try:
+                    outcome = strategy.process_responses(succeeded, iteration)
+                finally:
+                    self._save_extras(results)
                 if not outcome.responses:
                     raise RunFailed(
                         f"Strategy '{config.strategy}' passed no responses to the arbiter in iteration {iteration}"
@@ -331,6 +339,7 @@ class Run:
                     members=selected,
                 )
                 strategy.update_state(context)
+                self._save_extras(results)
                 iterations.append(context)
                 self.orchestrator.iteration_history = [item.to_dict() for item in iterations]
                 final = self._is_final(iteration, decision.confidence, decision.needs_iteration)
@@ -391,6 +400,12 @@ class Run:
         }
         self.orchestrator.consortium_id = self.run_id
         yield RunFinished(self.run_id, self.status, self.result)
+
+    def _save_extras(self, results: list[MemberResult]) -> None:
+        """Store what the strategy noted on each response (``MemberResult.extra``)."""
+        self.store.update_member_extras(
+            self.run_id, {result.response_id: result.extra for result in results if result.extra}
+        )
 
     def _members_failed_message(self, iteration: int, results: list[MemberResult]) -> str:
         failed = [result for result in results if not result.ok]
@@ -636,6 +651,9 @@ class Run:
         )
         data = decision.to_dict() if decision else {}
         data.pop("raw_arbiter_response", None)
+        notes = {key: value for key, value in telemetry.items() if key not in STORED_TELEMETRY}
+        if notes:
+            data["strategy_notes"] = notes
         self.store.record_decision(
             {
                 "run_id": self.run_id,
@@ -644,7 +662,7 @@ class Run:
                 "chosen_response_id": decision.chosen_response_id if decision else None,
                 "confidence": decision.confidence if decision else None,
                 "synthesis": decision.synthesis if decision else None,
-                "decision_json": json.dumps(data) if decision else None,
+                "decision_json": json.dumps(data, default=str) if decision else None,
                 "ranking_json": json.dumps(decision.ranking) if decision else None,
                 "refinement_areas": json.dumps(decision.refinement_areas) if decision else None,
                 "geometric_confidence": decision.geometric_confidence if decision else None,

@@ -226,6 +226,16 @@ class Store:
                 [(run_id, iteration, response_id) for response_id in response_ids],
             )
 
+    def update_member_extras(self, run_id: str, extras: dict[str, dict[str, Any]]) -> None:
+        """Replace ``extra_json`` of member responses (by response id)."""
+        if not extras:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE consortium_members SET extra_json = ? WHERE run_id = ? AND response_id = ?",
+                [(_dumps(extra), run_id, response_id) for response_id, extra in extras.items()],
+            )
+
     def record_decision(self, row: dict[str, Any]) -> None:
         self._insert("arbiter_decisions", row, replace=True)
 
