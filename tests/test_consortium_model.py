@@ -254,3 +254,31 @@ def test_no_state_leaks_between_prompts(cli, fakes):
         cli("-m", "team", "second question")
         messages = CALLS["alpha"][-1]["messages"]
     assert [m["text"] for m in messages if m["role"] != "system"] == ["second question"]
+
+
+def test_a_consortium_can_be_a_member_of_another(cli, fakes, user_dir):
+    with fakes(MEMBERS):
+        cli("consortium", "save", "inner", "-m", "alpha", "-m", "beta", "--arbiter", "judge", "--max-iterations", "1")
+        cli("consortium", "save", "outer", "-m", "inner", "-m", "gamma", "--arbiter", "judge", "--max-iterations", "1")
+        result = cli("-m", "outer", "Capital of France?")
+    assert result.exit_code == 0, result.output
+    runs = {r["config_name"]: r for r in rows(user_dir, "select * from consortium_runs")}
+    assert set(runs) == {"inner", "outer"}
+    assert all(run["status"] == "success" for run in runs.values())
+    inner_member = rows(user_dir, "select response from consortium_members where model = 'inner'")[0]
+    assert inner_member["response"] == "Paris"
+
+
+def test_a_cycle_introduced_after_saving_is_refused_at_run_time(cli, fakes, user_dir):
+    with fakes(MEMBERS):
+        cli("consortium", "save", "first", "-m", "alpha", "--arbiter", "judge")
+        cli("consortium", "save", "second", "-m", "first", "--arbiter", "judge")
+        conn = sqlite3.connect(user_dir / "consortium_logs.db")
+        config = json.loads(conn.execute("select config from consortium_configs where name = 'first'").fetchone()[0])
+        config["models"] = {"second": 1}
+        conn.execute("update consortium_configs set config = ? where name = 'first'", [json.dumps(config)])
+        conn.commit()
+        with pytest.raises(Exception) as info:
+            cli("-m", "second", "q")
+    assert "would contain itself: second -> first -> second" in str(info.value)
+    assert rows(user_dir, "select * from consortium_runs") == []
