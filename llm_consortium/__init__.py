@@ -40,24 +40,37 @@ def register_commands(cli):
     register(cli)
 
 
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(where: str, message: str) -> None:
+    """``llm`` calls ``register_models`` on every ``llm.get_model()`` (once
+    per member of a run): say each problem with a database once per process."""
+    import click
+
+    if (where, message) not in _warned:
+        _warned.add((where, message))
+        click.echo(message, err=True)
+
+
 @llm.hookimpl
 def register_models(register):
     """Every saved consortium becomes a model. Never raises: a problem with
     the store or a row is one warning on stderr, and the rest still load."""
-    import click
-
     from .errors import ConsortiumError
-    from .store import read_config_rows_for_startup
+    from .store import default_db_path, read_config_rows_for_startup
 
+    where = ""  # the database, as far as it is known
     try:
+        where = str(default_db_path())
         rows = read_config_rows_for_startup()
     except ConsortiumError as ex:
-        click.echo(f"llm-consortium: saved consortia not loaded: {ex}", err=True)
+        _warn_once(where, f"llm-consortium: saved consortia not loaded: {ex}")
         return
     if not rows:
         return
     from .model import ConsortiumModel
     from .saved import configs_from_rows
 
-    for name, config in configs_from_rows(rows).items():
+    for name, config in configs_from_rows(rows, warn=lambda text: _warn_once(where, text)).items():
         register(ConsortiumModel(name, config))

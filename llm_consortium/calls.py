@@ -5,16 +5,27 @@ seconds: a provider that hangs is abandoned (its thread cannot keep the
 process alive) and the attempt counts as timed out. Transient failures — HTTP
 408/429/5xx, connection errors, time-outs — are retried with exponential
 backoff and jitter, honouring ``Retry-After``; other errors are final.
+
+The wall time of one call is therefore bounded by ``(retries + 1) × timeout``
+plus the backoff between attempts, whatever the provider's client does inside
+an attempt (the OpenAI client, for one, retries by itself): a ``Retry-After``
+longer than the timeout is not waited for — the call fails at once instead.
 """
 
 from __future__ import annotations
 
+import email.utils
 import random
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import llm
+
+from .errors import ConsortiumError
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
@@ -54,25 +65,54 @@ class CallRequest:
     options: dict[str, Any] | None = None
 
 
-def _status_and_retry_after(exc: BaseException) -> tuple[int | None, float | None]:
-    seen: set[int] = set()
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or
+    an HTTP date); None when absent or unreadable."""
+    if not isinstance(headers, Mapping) and not hasattr(headers, "get"):
+        return None
+    try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(float(millis) / 1000, 0.0)
+        raw = headers.get("retry-after") or headers.get("Retry-After")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if raw is None:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(raw))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes/contexts, without loops."""
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        status = getattr(current, "status_code", None)
-        response = getattr(current, "response", None)
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _status_and_retry_after(exc: BaseException) -> tuple[int | None, float | None]:
+    """The HTTP status (and ``Retry-After``) of the first exception in the
+    chain that carries one — openai/httpx/requests-style ``status_code`` or
+    ``response.status_code``."""
+    for item in _chain(exc):
+        status = getattr(item, "status_code", None)
+        response = getattr(item, "response", None)
         if status is None and response is not None:
             status = getattr(response, "status_code", None)
-        if isinstance(status, int):
-            retry_after = None
-            headers = getattr(response, "headers", None) or {}
-            try:
-                raw = headers.get("retry-after") or headers.get("Retry-After")
-                retry_after = float(raw) if raw is not None else None
-            except (TypeError, ValueError, AttributeError):
-                retry_after = None
-            return status, retry_after
-        current = current.__cause__ or current.__context__
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status, _retry_after(getattr(response, "headers", None))
     return None, None
 
 
@@ -85,12 +125,7 @@ def classify(exc: BaseException) -> tuple[bool, float | None]:
     status, retry_after = _status_and_retry_after(exc)
     if status is not None:
         return (status in (408, 429) or status >= 500), retry_after
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    for item in chain:
+    for item in _chain(exc):
         name = type(item).__name__.lower()
         if isinstance(item, (ConnectionError, TimeoutError)) or any(
             word in name for word in _TRANSIENT_NAMES
@@ -99,17 +134,53 @@ def classify(exc: BaseException) -> tuple[bool, float | None]:
     return False, None
 
 
+_ERROR_CODE_PREFIX = re.compile(r"^error code:\s*\d+\s*[-:]\s*", re.IGNORECASE)
+# Credentials a provider error may echo back (a bearer token, a key-shaped
+# string, ``?key=`` in a request URL, ``api_key: …``): error texts are stored
+# and printed, keys never are.
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',}]{6,}"), r"\1[redacted]"),
+    (re.compile(r"(?i)([?&](?:api[_-]?)?key=)[^&\s\"'#]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"), r"\1[redacted]"),
+    (
+        re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s\"',}]{6,}"),
+        r"\1[redacted]",
+    ),
+    (re.compile(r"\b(sk|pk|rk|gsk|xai)([-_])[A-Za-z0-9_-]{10,}"), r"\1\2[redacted]"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{20,}"), "[redacted]"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One line saying what went wrong: ``HTTP 500: …`` when there is a
+    status, the plugin's own message for ``llm.ModelError``, otherwise the
+    exception's type and message (``JSONDecodeError: Expecting value …``)."""
+    text = " ".join(str(exc).split())
+    status, _ = _status_and_retry_after(exc)
+    if status is not None:
+        text = _ERROR_CODE_PREFIX.sub("", text)
+        if not text.startswith(f"HTTP {status}"):
+            text = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+    elif not isinstance(exc, (CallTimeout, EmptyResponse, llm.ModelError, ConsortiumError)):
+        name = type(exc).__name__
+        text = f"{name}: {text}" if text and name not in text else (text or name)
+    text = redact(text or type(exc).__name__)
     if len(text) > 500:
         text = text[:497] + "..."
-    status, _ = _status_and_retry_after(exc)
-    if status is not None and str(status) not in text:
-        text = f"HTTP {status}: {text}"
     return text
 
 
 def backoff_delay(attempt: int, retry_after: float | None) -> float:
+    """Seconds before attempt ``attempt + 1``: the server's ``Retry-After``
+    when given, else exponential backoff (0.5 s, 1 s, 2 s … capped) plus up to
+    50 % jitter so that parallel members do not retry in lock-step."""
     if retry_after is not None:
         return min(max(retry_after, 0.0), RETRY_AFTER_CAP)
     delay = min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_CAP)
@@ -194,6 +265,11 @@ def call_model(
         last_error = describe(error)
         retryable, retry_after = classify(error)
         if not retryable or attempts > retries:
+            break
+        if retry_after is not None and retry_after > min(timeout, RETRY_AFTER_CAP):
+            # Waiting would break the time bound; the retry would likely be
+            # refused again anyway.
+            last_error += f" (Retry-After {retry_after:g} s is longer than the {timeout:g} s timeout)"
             break
         if cancel.wait(backoff_delay(attempts, retry_after)):
             last_error = "cancelled"

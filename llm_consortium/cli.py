@@ -22,6 +22,27 @@ if TYPE_CHECKING:
 # is imported inside the commands that use it.
 
 
+class BadInput(click.ClickException):
+    """A usage error shown as one line (``Error: …``), exit code 2."""
+
+    exit_code = 2
+
+
+class OneLineErrorsCommand(click.Command):
+    """A command whose usage errors (bad option values included) are one
+    ``Error: …`` line on stderr, without click's usage banner."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as ex:
+            raise BadInput(ex.format_message()) from None
+
+
+class ConsortiumGroup(click.Group):
+    command_class = OneLineErrorsCommand
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the library's errors into one clear line and a non-zero exit."""
 
@@ -30,7 +51,7 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ConfigError as ex:
-            raise click.UsageError(str(ex)) from None
+            raise BadInput(str(ex)) from None
         except ConsortiumError as ex:
             raise click.ClickException(str(ex)) from None
 
@@ -322,7 +343,7 @@ def config_json(name: str, config: ConsortiumConfig) -> dict[str, Any]:
 
 
 def register(cli: click.Group) -> None:
-    @cli.group()
+    @cli.group(cls=ConsortiumGroup)
     def consortium():
         """Commands for managing and running model consortiums
 
@@ -392,7 +413,10 @@ def register(cli: click.Group) -> None:
         from .saved import parse_config_row
         from .store import shared_store
 
-        config = parse_config_row(shared_store().config_row(name))
+        try:
+            config = parse_config_row(shared_store().config_row(name))
+        except ConfigError as ex:  # a stored row, not the user's input
+            raise ConsortiumError(f"Saved consortium '{name}' cannot be read: {ex}") from None
         if json_output:
             click.echo(json.dumps(config_json(name, config), indent=2))
         else:

@@ -213,7 +213,9 @@ _RUNNERS: dict[str, Callable[[Any, float, int], list[int]]] = {
 }
 
 
-def _describe_cluster(label: int, members: list[int], vectors: Sequence[Vector]) -> Cluster:
+def _describe_cluster(
+    label: int, members: list[int], vectors: Sequence[Vector]
+) -> Cluster:
     center = centroid([vectors[i] for i in members])
     distances = [cosine_distance(vectors[i], center) for i in members]
     radius = max(distances)

@@ -3,6 +3,7 @@ the Python API and saved rows alike."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pydantic
@@ -126,17 +127,23 @@ class ConsortiumConfig(BaseModel):
                     f"Unknown embedding backend '{self.embedding_backend}'; choose one of "
                     + ", ".join(EMBEDDING_BACKENDS)
                 )
-        if not self.timeout > 0:
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise ConfigError("timeout must be a positive number of seconds")
         if self.retries < 0:
             raise ConfigError("retries cannot be negative")
         if self.min_responses < 1:
             raise ConfigError("min_responses must be at least 1")
+        if self.min_responses > self.member_count():
+            raise ConfigError(
+                f"min_responses ({self.min_responses}) cannot exceed the number of "
+                f"members ({self.member_count()})"
+            )
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
         strategy_class = get_strategy_class(self.strategy)
         self.strategy = strategy_class.name
         self.strategy_params = strategy_class.convert_params(self.strategy_params)
+        strategy_class.check_config(self)
         if strategy_class.forced_judging_method:
             self.judging_method = strategy_class.forced_judging_method
 

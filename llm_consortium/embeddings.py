@@ -409,7 +409,12 @@ class LLMBackend(EmbeddingBackend):
 
 _BACKENDS: dict[str, type[EmbeddingBackend]] = {
     backend.name: backend
-    for backend in (OpenAIBackend, SentenceTransformersBackend, ChutesBackend, LLMBackend)
+    for backend in (
+        OpenAIBackend,
+        SentenceTransformersBackend,
+        ChutesBackend,
+        LLMBackend,
+    )
 }
 
 
@@ -420,7 +425,8 @@ def known_backends() -> tuple[str, ...]:
 
 def get_backend(name: str, model: str | None = None) -> EmbeddingBackend:
     """Return the backend called ``name`` (case-insensitive) for ``model``."""
-    backend = _BACKENDS.get(name.strip().lower())
+    key = name.strip().lower() if isinstance(name, str) else None
+    backend = _BACKENDS.get(key) if key else None
     if backend is None:
         valid = ", ".join(known_backends())
         raise ValueError(f"unknown embedding backend {name!r}; valid backends: {valid}")

@@ -46,8 +46,9 @@ ATTACHMENT_TYPES = frozenset(
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while a run is going, so it is recorded as
-    interrupted (only possible from the main thread)."""
+    """Treat SIGTERM (and SIGHUP: the terminal went away) like Ctrl-C while a
+    run is going, so it is recorded as interrupted (only possible from the
+    main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -55,11 +56,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {
+        signum: signal.signal(signum, handler)
+        for signum in signals
+        if signal.getsignal(signum) is not signal.SIG_IGN  # e.g. under nohup
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old_handler in previous.items():
+            signal.signal(signum, old_handler)
 
 
 class ConsortiumModel(llm.Model):
@@ -131,7 +138,11 @@ class ConsortiumModel(llm.Model):
             check_no_cycle(
                 self.model_id,
                 config,
-                {name: saved for name, saved in load_configs(store).items() if name != self.model_id},
+                {
+                    name: saved
+                    for name, saved in load_configs(store, warn=False).items()  # warned at start-up
+                    if name != self.model_id
+                },
             )
         except ConsortiumError as ex:
             raise llm.ModelError(str(ex)) from None

@@ -236,8 +236,8 @@ class Run:
         for model_id in self.config.models:
             try:
                 models[model_id] = llm.get_model(model_id)
-            except llm.UnknownModelError as ex:
-                missing[model_id] = f"Unknown model: {model_id} ({ex})"
+            except llm.UnknownModelError:
+                missing[model_id] = f"Unknown model: {model_id} (see 'llm models')"
         return models, missing
 
     # -- the loop -----------------------------------------------------------
@@ -342,7 +342,9 @@ class Run:
                 self._save_extras(results)
                 iterations.append(context)
                 self.orchestrator.iteration_history = [item.to_dict() for item in iterations]
-                final = self._is_final(iteration, decision.confidence, decision.needs_iteration)
+                # A synthesis already streamed to the user cannot be taken
+                # back: its iteration is the final one.
+                final = streamed or self._is_final(iteration, decision.confidence, decision.needs_iteration)
                 self.store.update_run(
                     self.run_id,
                     iteration_count=iteration,

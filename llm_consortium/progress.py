@@ -1,16 +1,25 @@
 """What a run tells the person at the terminal, on stderr only.
 
-Member failures are always reported, one line each. Live progress
-(iteration, members answered, arbiter, confidence) is shown only when stderr
-is a terminal, and never with ``NO_COLOR``-style quiet requests
-(``LLM_CONSORTIUM_QUIET=1``).
+* Member failures are always reported, one line each.
+* Live progress — iteration k of max, members answered / total and failures,
+  the arbiter at work, the confidence reached — is drawn with ``rich`` only
+  when stderr is a terminal (not ``TERM=dumb``) and ``LLM_CONSORTIUM_QUIET``
+  is not set. It is transient: it disappears before the answer is written.
+* ``NO_COLOR`` means no colour, not no output: progress is still shown, in
+  plain text (``rich`` honours the variable).
+* Without ``rich`` installed there is no live display; failures are still
+  reported.
+
+stdout is never touched: the answer is the caller's business.
+``rich`` is imported only once a live display is really started.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
+import threading
+from typing import Any, ClassVar, TextIO
 
 import click
 
@@ -21,58 +30,159 @@ from .events import (
     IterationStarted,
     MemberFinished,
     RunFinished,
+    RunStarted,
     SynthesisDelta,
 )
 
+QUIET_ENV = "LLM_CONSORTIUM_QUIET"
+_OFF_VALUES = ("", "0", "false", "no")
+
+
+def quiet_requested() -> bool:
+    """``LLM_CONSORTIUM_QUIET`` set to anything but ``0``/``false``/``no``."""
+    return os.environ.get(QUIET_ENV, "").strip().lower() not in _OFF_VALUES
+
+
+def progress_wanted(stream: TextIO) -> bool:
+    """Live progress only on a real terminal, and only when not asked to be quiet."""
+    if quiet_requested() or os.environ.get("TERM", "").lower() in ("dumb", "unknown"):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
 
 class Reporter:
+    """Turns a run's events into stderr output. Call it with every event and
+    ``clear()`` it when the run ends (also on errors)."""
+
+    # One live display per process: a nested consortium (a member that is
+    # itself a consortium) runs inside its parent's display and draws nothing.
+    _active: ClassVar[Reporter | None] = None
+    _active_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
         self.stream = stream or sys.stderr
-        if live is None:
-            live = self.stream.isatty() and not os.environ.get("LLM_CONSORTIUM_QUIET")
-        self.live = live
-        self._status_shown = False
+        self.live = progress_wanted(self.stream) if live is None else live
+        self.label = "consortium"
+        self.iteration = 0
+        self.max_iterations = 0
         self._failures = 0
+        self._console: Any = None
+        self._display: Any = None
+        self._finished = False
+
+    # -- output -------------------------------------------------------------
+    def _claim_display(self) -> bool:
+        with Reporter._active_lock:
+            if Reporter._active is None:
+                Reporter._active = self
+            return Reporter._active is self
+
+    def _start(self) -> bool:
+        try:
+            from rich.console import Console
+            from rich.live import Live
+        except ImportError:  # rich missing: no live display, failures still reported
+            return False
+        self._console = Console(file=self.stream, highlight=False, soft_wrap=False)
+        self._display = Live(
+            self._render(""),
+            console=self._console,
+            transient=True,
+            refresh_per_second=8,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._display.start()
+        return True
+
+    def _render(self, text: str) -> Any:
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        return Spinner("dots", text=Text(text, no_wrap=True, overflow="ellipsis"), style="cyan")
 
     def _status(self, text: str) -> None:
-        if self.live:
-            self.stream.write("\r\x1b[2K" + text)
-            self.stream.flush()
-            self._status_shown = True
+        if not self.live or self._finished:
+            return
+        if self._display is None:
+            if not (self._claim_display() and self._start()):
+                self.live = False
+                self._release_display()
+                return
+        self._display.update(self._render(text), refresh=True)
+
+    def _line(self, text: str, style: str | None = None) -> None:
+        """A line that stays: above the live display when there is one."""
+        if self._display is not None:
+            from rich.text import Text
+
+            self._console.print(Text(text, style=style or ""))
+        else:
+            click.echo(text, file=self.stream)
+
+    def _release_display(self) -> None:
+        with Reporter._active_lock:
+            if Reporter._active is self:
+                Reporter._active = None
 
     def clear(self) -> None:
-        if self._status_shown:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-            self._status_shown = False
+        """Remove the live display (idempotent)."""
+        display, self._display = self._display, None
+        if display is not None:
+            display.stop()
+            self._release_display()
+
+    def _finish(self) -> None:
+        self._finished = True
+        self.clear()
+
+    # -- events -------------------------------------------------------------
+    def _where(self) -> str:
+        return f"{self.label} · iteration {self.iteration}/{self.max_iterations}"
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, IterationStarted):
+        if isinstance(event, RunStarted):
+            self.label = event.config_name or "consortium"
+            self.max_iterations = event.max_iterations
+        elif isinstance(event, IterationStarted):
+            self.iteration = event.iteration
+            self.max_iterations = event.max_iterations
             self._failures = 0
-            self._status(
-                f"consortium: iteration {event.iteration}/{event.max_iterations} · "
-                f"0/{len(event.members)} members answered"
-            )
+            self._status(f"{self._where()} · 0/{len(event.members)} members answered")
         elif isinstance(event, MemberFinished):
-            if not event.result.ok:
-                self._failures += 1
-                self.clear()
-                click.echo(
-                    f"llm-consortium: member {event.result.member.label} failed: {event.result.error}",
-                    err=True,
-                    file=self.stream,
-                )
-            failed = f" ({self._failures} failed)" if self._failures else ""
-            self._status(
-                f"consortium: iteration {event.result.iteration} · "
-                f"{event.done}/{event.total} members answered{failed}"
-            )
+            self._member_finished(event)
         elif isinstance(event, ArbiterStarted):
-            self._status(f"consortium: iteration {event.iteration} · arbiter {event.model} is judging")
+            self._status(f"{self._where()} · arbiter {event.model} is judging")
         elif isinstance(event, IterationFinished):
-            self._status(
-                f"consortium: iteration {event.iteration} · confidence {event.decision.confidence:.2f}"
-                + (" · done" if event.final else " · iterating")
-            )
+            self._iteration_finished(event)
         elif isinstance(event, (SynthesisDelta, RunFinished)):
-            self.clear()
+            # The answer is about to be written: the display must be gone.
+            self._finish()
+
+    def _member_finished(self, event: MemberFinished) -> None:
+        result = event.result
+        if not result.ok:
+            self._failures += 1
+            self._line(
+                f"llm-consortium: member {result.member.label} failed: {result.error}",
+                style="yellow",
+            )
+        failed = f" · {self._failures} failed" if self._failures else ""
+        self._status(f"{self._where()} · {event.done}/{event.total} members answered{failed}")
+
+    def _iteration_finished(self, event: IterationFinished) -> None:
+        confidence = f"confidence {event.decision.confidence:.2f}"
+        if event.final:
+            self._status(f"{self._where()} · {confidence} · done")
+            return
+        reason = (
+            "the arbiter asked for another iteration"
+            if event.decision.needs_iteration
+            else "iterating again"
+        )
+        if self.live and not self._finished:
+            self._line(f"{self._where()}: {confidence}, {reason}", style="cyan")
+        self._status(f"{self._where()} · {confidence} · {reason}")

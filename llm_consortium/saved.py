@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -23,18 +24,21 @@ def parse_config_row(row: dict[str, Any]) -> ConsortiumConfig:
     return ConsortiumConfig.from_dict(data)
 
 
-def configs_from_rows(rows: list[dict[str, Any]], warn: bool = True) -> dict[str, ConsortiumConfig]:
-    """Parse every row; a row that cannot be parsed is skipped with a warning."""
+def configs_from_rows(
+    rows: list[dict[str, Any]], warn: bool | Callable[[str], None] = True
+) -> dict[str, ConsortiumConfig]:
+    """Parse every row; a row that cannot be parsed is skipped with a warning
+    (on stderr, or passed to ``warn`` when it is a callable)."""
     configs: dict[str, ConsortiumConfig] = {}
     for row in rows:
         try:
             configs[row["name"]] = parse_config_row(row)
         except ConsortiumError as ex:
-            if warn:
-                click.echo(
-                    f"llm-consortium: skipping saved consortium '{row.get('name')}': {ex}",
-                    err=True,
-                )
+            message = f"llm-consortium: skipping saved consortium '{row.get('name')}': {ex}"
+            if callable(warn):
+                warn(message)
+            elif warn:
+                click.echo(message, err=True)
     return configs
 
 

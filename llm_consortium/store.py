@@ -9,6 +9,7 @@ instead of reaching the user as ``database is locked``.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
@@ -17,6 +18,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -60,6 +62,7 @@ class Store:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._migrated = False
+        self._active_runs: set[str] = set()
 
     # -- connection -------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -105,13 +108,43 @@ class Store:
         with self._lock:
             self._ensure_schema()
             conn = self._connect()
+            if conn.in_transaction:
+                # Left open by an interrupt between BEGIN and the try below.
+                conn.execute("ROLLBACK")
             self._retrying(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield conn
+            except sqlite3.Error as ex:
+                self._rollback(conn)
+                raise StoreError(f"Cannot write to {self.path}: {ex}") from None
             except BaseException:
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise
             self._retrying(lambda: conn.execute("COMMIT"))
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # SQLite has already rolled back after some errors (full disk, I/O).
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _check_not_newer(self, applied: set[str]) -> None:
+        newer = sorted(applied - {name for name, _ in MIGRATIONS})
+        if newer:
+            raise StoreError(
+                f"{self.path} was written by a newer llm-consortium "
+                f"(schema {newer[-1]}); upgrade llm-consortium to use it"
+            )
+
+    @staticmethod
+    def _applied(conn: sqlite3.Connection) -> set[str] | None:
+        """Names of the applied migrations; None before the first one."""
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "_consortium_migrations" not in tables:
+            return None
+        return {row[0] for row in conn.execute("SELECT name FROM _consortium_migrations")}
 
     def _ensure_schema(self) -> None:
         if self._migrated:
@@ -128,13 +161,7 @@ class Store:
                 applied = {
                     row[0] for row in conn.execute("SELECT name FROM _consortium_migrations")
                 }
-                known = {name for name, _ in MIGRATIONS}
-                newer = sorted(applied - known)
-                if newer:
-                    raise StoreError(
-                        f"{self.path} was written by a newer llm-consortium "
-                        f"(schema {newer[-1]}); upgrade llm-consortium to use it"
-                    )
+                self._check_not_newer(applied)
                 for name, fn in MIGRATIONS:
                     if name not in applied:
                         fn(conn)
@@ -157,7 +184,13 @@ class Store:
                     raise StoreError(f"{self.path}: {ex}") from None
             except sqlite3.DatabaseError as ex:
                 raise StoreError(f"{self.path} is not a usable database: {ex}") from None
-            self._retrying(migrate)
+            # Read first: an up-to-date database needs no write lock, so it
+            # can be read even when it is read-only.
+            applied = self._retrying(lambda: self._applied(conn))
+            if applied is not None:
+                self._check_not_newer(applied)
+            if applied is None or {name for name, _ in MIGRATIONS} - applied:
+                self._retrying(migrate)
             self._migrated = True
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
@@ -200,10 +233,31 @@ class Store:
     def start_run(self, row: dict[str, Any]) -> None:
         row = {"created_at": utcnow(), "status": "running", "pid": os.getpid(), **row}
         self._insert("consortium_runs", row)
+        with self._lock:
+            self._active_runs.add(row["id"])
+        _stores_with_runs.add(self)
 
     def finish_run(self, run_id: str, **fields: Any) -> None:
         """Final status, totals and ``finished_at`` of a run."""
         self.update_run(run_id, finished_at=utcnow(), **fields)
+        with self._lock:
+            self._active_runs.discard(run_id)
+
+    def interrupt_active_runs(self, reason: str = "the process exited during the run") -> None:
+        """Mark runs this process started and never finished as interrupted
+        (called at interpreter exit: a run is never left ``running``)."""
+        with self._lock:
+            active = sorted(self._active_runs)
+        for run_id in active:
+            with self._write() as conn:
+                conn.execute(
+                    "UPDATE consortium_runs SET status = 'interrupted', "
+                    "error = COALESCE(error, ?), finished_at = COALESCE(finished_at, ?) "
+                    "WHERE id = ? AND status = 'running'",
+                    (reason, utcnow(), run_id),
+                )
+            with self._lock:
+                self._active_runs.discard(run_id)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         assignments = ", ".join(f"[{key}] = ?" for key in fields)
@@ -338,6 +392,18 @@ class Store:
 
 _shared: dict[pathlib.Path, Store] = {}
 _shared_lock = threading.Lock()
+_stores_with_runs: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _interrupt_unfinished_runs() -> None:
+    """Last resort for a run whose generator was never closed (for example an
+    interrupt that landed outside the run loop): record it as interrupted."""
+    for store in list(_stores_with_runs):
+        try:
+            store.interrupt_active_runs()
+        except (StoreError, sqlite3.Error):
+            continue  # nothing more can be done at exit; the row stays as it was
 
 
 def shared_store(path: str | os.PathLike[str] | None = None) -> Store:
@@ -357,10 +423,13 @@ def read_config_rows_for_startup() -> list[dict[str, Any]]:
     any other problem is raised as ``StoreError`` for the caller to warn about.
     """
     path = default_db_path()
-    if not path.exists():
-        return []
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        if not path.exists():
+            return []
+        # as_uri() percent-encodes, so '?', '#' or '%' in the path are safe.
+        conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
+    except OSError as ex:
+        raise StoreError(f"Cannot read {path}: {ex}") from None
     except sqlite3.Error as ex:
         raise StoreError(f"Cannot open {path}: {ex}") from None
     try:

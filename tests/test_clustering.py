@@ -79,7 +79,8 @@ def test_all_noise_when_everything_is_far_apart(algorithm):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_all_noise_when_fewer_points_than_min_samples(algorithm):
-    result = cluster([[1, 0], [1, 0.001], [1, 0.002]], algorithm, eps=0.1, min_samples=4)
+    vectors = [[1, 0], [1, 0.001], [1, 0.002]]
+    result = cluster(vectors, algorithm, eps=0.1, min_samples=4)
     assert result.all_noise is True
     assert result.labels == [-1, -1, -1]
 
@@ -233,7 +234,16 @@ def test_unknown_algorithm_names_the_valid_ones():
 
 @pytest.mark.parametrize(
     ("eps", "min_samples"),
-    [(0, 2), (-0.1, 2), (1.5, 2), (float("nan"), 2), ("0.1", 2), (0.1, 0), (0.1, 2.5), (0.1, True)],
+    [
+        (0, 2),
+        (-0.1, 2),
+        (1.5, 2),
+        (float("nan"), 2),
+        ("0.1", 2),
+        (0.1, 0),
+        (0.1, 2.5),
+        (0.1, True),
+    ],
 )
 def test_invalid_parameters(eps, min_samples):
     with pytest.raises(ValueError):

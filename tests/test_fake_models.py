@@ -167,6 +167,22 @@ def test_arbiter_without_answers():
     assert "<ranking></ranking>" in text
 
 
+def test_arbiter_votes_once_per_block():
+    # The consortium's format: extra attributes, answers outside the blocks
+    # (e.g. in the iteration history) and a member repeating its answer.
+    prompt = (
+        "<iteration_history><answer>old</answer><answer>old</answer></iteration_history>\n"
+        '<model_response id="m1-1" confidence="0.9">\n<answer>x</answer> <answer>y</answer>\n</model_response>\n'
+        '<model_response id="m2-1">\nno tags at all\n</model_response>\n'
+        '<model_response id="m3-1" confidence="0.5">\n<answer>y</answer>\n</model_response>'
+    )
+    text = fm.arbiter_reply(prompt)
+    assert "<analysis>2 responses; 2 agree.</analysis>" in text
+    assert "<confidence>1.0</confidence>" in text
+    assert "<synthesis>y</synthesis>" in text
+    assert '<rank position="1">m1-1</rank><rank position="2">m3-1</rank><rank position="3">m2-1</rank>' in text
+
+
 def test_arbiter_reply_helper_pairs_ids_without_blocks():
     text = fm.arbiter_reply('<model_response id="x"> <model_response id="y"> '
                             "<answer>1</answer><answer>2</answer><answer>2</answer>")

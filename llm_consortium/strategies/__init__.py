@@ -20,6 +20,10 @@ __all__ = [
 # name -> "module:Class"; imported on first use.
 BUILTIN: dict[str, str] = {
     "default": "llm_consortium.strategies.default:DefaultStrategy",
+    "elimination": "llm_consortium.strategies.elimination:EliminationStrategy",
+    "role": "llm_consortium.strategies.role:RoleStrategy",
+    "semantic": "llm_consortium.strategies.semantic:SemanticStrategy",
+    "voting": "llm_consortium.strategies.voting:VotingStrategy",
 }
 
 _hookspecs_added = False

@@ -40,6 +40,8 @@ class Param:
 
     def convert(self, value: Any) -> Any:
         label = f"strategy parameter '{self.name}'"
+        if value is None and self.default is None:
+            return None  # an optional parameter left unset (as saved configs store it)
         if self.kind == "list":
             items = list(value) if isinstance(value, (list, tuple)) else [value]
             if any(not isinstance(item, str) or not item.strip() for item in items):
@@ -143,6 +145,11 @@ class Strategy:
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         """Cross-parameter checks; raise ``ConfigError``."""
+
+    @classmethod
+    def check_config(cls, config: ConsortiumConfig) -> None:
+        """Checks that need the rest of the config (the semantic strategy
+        requires ``embedding_backend``); raise ``ConfigError``."""
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

@@ -41,8 +41,10 @@ Model spec keys (all optional; a bare string is shorthand for ``{"reply": s}``):
     Reply with every message received, one ``[role] text`` line each.
 ``arbiter``
     A deterministic arbiter: majority vote over the ``<answer>`` tags in the
-    latest user text. ``arbiter_confidence`` and ``needs_iteration`` override
-    (each a value or a list used in turn).
+    latest user text (when ``<model_response id="..">`` blocks are present,
+    one vote per block: its last ``<answer>``). Confidence = agreeing share,
+    rounded to 3 places. ``arbiter_confidence`` and ``needs_iteration``
+    override (each a value or a list used in turn).
 ``latency`` / ``chunk_delay`` / ``hang``
     Seconds (interruptible: sleeps run in slices of at most 0.05 s and stop
     early once ``STOP`` is set).
@@ -388,7 +390,23 @@ def hash_embedding(text: str | bytes, dims: int = DEFAULT_DIMS) -> list[float]:
 def arbiter_reply(text: str, n: int = 1, spec: Optional[dict] = None) -> str:
     """The deterministic majority-vote arbiter reply for a user ``text``."""
     spec = spec or {}
-    answers = [a.strip() for a in ANSWER_RE.findall(text or "")]
+    blocks = BLOCK_RE.findall(text or "")
+    if blocks:
+        # One vote per <model_response> block: its last <answer> (as the
+        # consortium's own member_answer() reads it). Tags outside the
+        # blocks (iteration history, the original prompt) do not vote.
+        pairs = []
+        for response_id, body in blocks:
+            found = ANSWER_RE.findall(body)
+            pairs.append((response_id, found[-1].strip() if found else None))
+        answers = [answer for _, answer in pairs if answer is not None]
+    else:
+        answers = [a.strip() for a in ANSWER_RE.findall(text or "")]
+        ids = ID_RE.findall(text or "")
+        pairs = [
+            (response_id, answers[i] if i < len(answers) else None)
+            for i, response_id in enumerate(ids)
+        ]
     counts: dict[str, int] = {}
     for answer in answers:
         counts[answer] = counts.get(answer, 0) + 1
@@ -398,18 +416,6 @@ def arbiter_reply(text: str, n: int = 1, spec: Optional[dict] = None) -> str:
             winner, agree = answer, count
     total = len(answers)
 
-    blocks = BLOCK_RE.findall(text or "")
-    if blocks:
-        pairs = []
-        for response_id, body in blocks:
-            found = ANSWER_RE.search(body)
-            pairs.append((response_id, found.group(1).strip() if found else None))
-    else:
-        ids = ID_RE.findall(text or "")
-        pairs = [
-            (response_id, answers[i] if i < len(answers) else None)
-            for i, response_id in enumerate(ids)
-        ]
     ranked: list[str] = []
     for response_id, answer in pairs:
         if answer == winner and response_id not in ranked:

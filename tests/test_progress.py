@@ -1,0 +1,203 @@
+"""Live progress on stderr when it is a terminal; silence when piped or asked."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+import threading
+
+from conftest import LLM_BIN, write_fake_spec
+
+from llm_consortium.events import IterationStarted, MemberFinished, RunStarted
+from llm_consortium.progress import Reporter
+from llm_consortium.results import Member, MemberResult
+
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+FAILURE_LINE = "llm-consortium: member beta[0] failed: boom"
+
+SPECS = {
+    "alpha": {"answer": "Paris", "latency": 0.2},
+    "beta": {"fail": "boom"},
+    "judge": {"arbiter": True, "needs_iteration": [True, False], "chunk_delay": 0.01},
+}
+
+
+def environment(**changes):
+    env = dict(os.environ)
+    env.pop("LLM_LOAD_PLUGINS", None)
+    env.pop("LLM_CONSORTIUM_QUIET", None)
+    env.pop("NO_COLOR", None)
+    env["TERM"] = "xterm-256color"
+    env.update(changes)
+    return env
+
+
+def run_on_terminal(args, env, timeout=90):
+    """``llm`` with stderr on a pseudo-terminal (120 columns) and stdout on a pipe."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        [LLM_BIN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env
+    )
+    os.close(slave)
+    received: list[bytes] = []
+
+    def read_terminal():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO once the child has closed the terminal
+                return
+            if not data:
+                return
+            received.append(data)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    os.close(master)
+    return proc.returncode, stdout.decode(), b"".join(received).decode("utf-8", "replace")
+
+
+def save_team(user_dir):
+    write_fake_spec(user_dir, SPECS)
+    result = subprocess.run(
+        [LLM_BIN, "consortium", "save", "team", "-m", "alpha", "-m", "beta", "--arbiter", "judge"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_progress_is_drawn_on_a_terminal_and_stdout_gets_only_the_answer(user_dir):
+    save_team(user_dir)
+    code, stdout, terminal = run_on_terminal(["-m", "team", "Capital of France?"], environment())
+    assert code == 0, terminal
+    assert stdout == "Paris\n"
+    text = ESCAPES.sub("", terminal)
+    for expected in (
+        "team · iteration 1/3 · 0/2 members answered",
+        "iteration 1/3 · 2/2 members answered · 1 failed",
+        "iteration 1/3 · arbiter judge is judging",
+        "iteration 1/3: confidence 1.00, the arbiter asked for another iteration",
+        "team · iteration 2/3 · 0/2 members answered",
+        "iteration 2/3 · arbiter judge is judging",
+    ):
+        assert expected in text, expected
+    assert text.count(FAILURE_LINE) == 2  # one line per failure, kept on screen
+    assert COLOUR.search(terminal)  # a terminal gets colour
+    # The cursor rich hides while drawing is shown again at the end.
+    assert terminal.rindex("\x1b[?25h") > terminal.rindex("\x1b[?25l")
+
+
+def test_no_progress_when_stderr_is_piped_only_failure_lines(user_dir):
+    save_team(user_dir)
+    result = subprocess.run(
+        [LLM_BIN, "-m", "team", "Capital of France?"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Paris\n"
+    assert result.stderr.splitlines() == [FAILURE_LINE, FAILURE_LINE]
+
+
+def test_no_color_keeps_progress_but_drops_colour(user_dir):
+    save_team(user_dir)
+    code, stdout, terminal = run_on_terminal(["-m", "team", "Capital of France?"], environment(NO_COLOR="1"))
+    assert code == 0, terminal
+    assert stdout == "Paris\n"
+    assert "members answered" in ESCAPES.sub("", terminal)
+    assert FAILURE_LINE in terminal
+    assert not COLOUR.search(terminal)
+
+
+def test_quiet_environment_variable_hides_progress_but_not_failures(user_dir):
+    save_team(user_dir)
+    code, stdout, terminal = run_on_terminal(
+        ["-m", "team", "Capital of France?"], environment(LLM_CONSORTIUM_QUIET="1")
+    )
+    assert code == 0, terminal
+    assert stdout == "Paris\n"
+    assert terminal.replace("\r\n", "\n").splitlines() == [FAILURE_LINE, FAILURE_LINE]
+
+
+def test_consortium_run_quiet_flag_hides_progress_on_a_terminal(user_dir):
+    write_fake_spec(user_dir, SPECS)
+    args = ["consortium", "run", "Capital of France?", "-m", "alpha", "-m", "beta", "--arbiter", "judge"]
+    code, stdout, terminal = run_on_terminal([*args, "-q"], environment())
+    assert code == 0, terminal
+    assert stdout == "Paris\n"
+    assert terminal.replace("\r\n", "\n").splitlines() == [FAILURE_LINE, FAILURE_LINE]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def started(reporter):
+    member = Member(id="1", model="alpha", instance=0, index=0)
+    reporter(RunStarted("run", "outer", 3, 1))
+    reporter(IterationStarted(1, 3, [member]))
+    return member
+
+
+def test_a_nested_consortium_draws_no_second_live_display(monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    outer, inner = Reporter(FakeTerminal()), Reporter(FakeTerminal())
+    try:
+        member = started(outer)
+        started(inner)
+        failed = MemberResult(member=member, iteration=1, response_id="r", error="boom")
+        inner(MemberFinished(failed, 1, 1))
+    finally:
+        inner.clear()
+        outer.clear()
+    assert "0/1 members answered" in outer.stream.getvalue()
+    assert inner.stream.getvalue() == "llm-consortium: member alpha[0] failed: boom\n"
+
+
+def test_progress_is_off_for_streams_that_are_not_terminals(monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET", raising=False)
+    assert Reporter(io.StringIO()).live is False
+    assert Reporter(FakeTerminal()).live is True
+    monkeypatch.setenv("LLM_CONSORTIUM_QUIET", "0")
+    assert Reporter(FakeTerminal()).live is True
+    monkeypatch.setenv("TERM", "dumb")
+    assert Reporter(FakeTerminal()).live is False
+
+
+def test_without_rich_there_is_no_live_display_but_failures_are_reported(monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
+    reporter = Reporter(FakeTerminal())
+    try:
+        member = started(reporter)
+        failed = MemberResult(member=member, iteration=1, response_id="r", error="boom")
+        reporter(MemberFinished(failed, 1, 1))
+    finally:
+        reporter.clear()
+    assert reporter.stream.getvalue() == "llm-consortium: member alpha[0] failed: boom\n"
+    assert Reporter._active is None

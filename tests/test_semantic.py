@@ -1,0 +1,456 @@
+"""The semantic strategy end to end, offline: members are scripted fake models
+and answers are embedded by the fake plugin's bag-of-words hashing embedder
+through the ``llm`` embedding backend (``--embedding-backend llm
+--embedding-model bow``). Driven through `llm consortium save` + `llm -m NAME`
+and through `create_consortium`; the database rows are checked."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import llm
+import numpy as np
+import pytest
+
+from llm_consortium import create_consortium
+from llm_consortium.config import ConsortiumConfig
+from llm_consortium.embeddings import clear_cache
+from llm_consortium.results import MemberResult, members_from_models
+from llm_consortium.strategies import StrategyContext, get_strategy_class
+
+from conftest import fake_models
+
+PARIS_1 = "The capital of France is Paris."
+PARIS_2 = "Paris is the capital of France."
+PARIS_3 = "The capital city of France is Paris."
+BANANAS = "Bananas are a good source of potassium and dietary fibre."
+# Pairwise (1 - cos)/2 distances with the 64-bucket hashing embedder:
+# PARIS_* within 0.02 of each other, BANANAS 0.28-0.31 from them.
+
+SPECS = {
+    "models": {
+        "para-a": {"answer": PARIS_1},
+        "para-b": {"answer": PARIS_2},
+        "para-c": {"answer": PARIS_3},
+        "off": {"answer": BANANAS},
+        "orth-a": {"answer": "Paris"},
+        "orth-b": {"answer": "Bananas are yellow"},
+        "orth-c": {"answer": "Seventeen cats sleep"},
+        "orth-d": {"answer": "Quantum tunnelling happens"},
+        "judge": {"arbiter": True, "arbiter_confidence": 0.9},
+    },
+    "embedding_models": {"bow": {"dims": 64}, "broken": {"fail": "embedding service down"}},
+}
+FOUR = ["-m", "para-a", "-m", "para-b", "-m", "para-c", "-m", "off"]
+SEMANTIC = [
+    "--arbiter", "judge", "--strategy", "semantic",
+    "--embedding-backend", "llm", "--embedding-model", "bow", "--max-iterations", "1",
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_embedding_cache():
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def rows(user_dir: Path, sql: str, *params) -> list[dict]:
+    conn = sqlite3.connect(user_dir / "consortium_logs.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def members(user_dir: Path) -> list[dict]:
+    found = rows(user_dir, "SELECT * FROM consortium_members ORDER BY iteration, member_index")
+    for row in found:
+        row["extra"] = json.loads(row["extra_json"]) if row["extra_json"] else {}
+    return found
+
+
+def the_run(user_dir: Path) -> dict:
+    [run] = rows(user_dir, "SELECT * FROM consortium_runs")
+    return run
+
+
+def arbiter_prompts() -> list[str]:
+    return [call["prompt"] for call in fake_models.ScriptedModel.calls.get("judge", [])]
+
+
+def ids_in(prompt: str) -> list[str]:
+    import re
+
+    return re.findall(r'<model_response id="([^"]+)"', prompt)
+
+
+def save_and_ask(cli, name: str, *options: str, prompt: str = "What is the capital of France?"):
+    saved = cli("consortium", "save", name, *options)
+    assert saved.exit_code == 0, saved.output
+    return cli("-m", name, prompt)
+
+
+def hand_geometry(texts: list[str]) -> tuple[float, list[float], list[float]]:
+    """Geometric confidence, centroid and distances computed here with numpy."""
+    vectors = np.array([fake_models.hash_embedding(text, 64) for text in texts])
+    center = vectors.mean(axis=0)
+    cosines = vectors @ center / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(center))
+    distances = (1 - cosines) / 2
+    return float(1 - distances.mean()), center.tolist(), distances.tolist()
+
+
+# -- discovery and validation ----------------------------------------------------
+
+
+def test_strategies_command_documents_the_semantic_parameters(cli):
+    result = cli("consortium", "strategies")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "Name: semantic\n" in out
+    assert "clustering_algorithm (str, default dbscan)" in out
+    assert "eps (float, default 0.5)" in out
+    assert "(1 - cos)/2" in out
+    assert "min_samples (int, default 2)" in out
+    assert "use_centroid_synthesis (bool, default false)" in out
+    described = {item["name"]: item for item in json.loads(cli("consortium", "strategies", "--json").stdout)}
+    params = {param["name"]: param for param in described["semantic"]["params"]}
+    assert params["clustering_algorithm"]["choices"] == ["dbscan", "hdbscan", "tropical"]
+    assert params["eps"]["max"] == 1.0
+
+
+def test_semantic_without_an_embedding_backend_is_refused_at_save(cli):
+    result = cli("consortium", "save", "sem", *FOUR, "--arbiter", "judge", "--strategy", "semantic")
+    assert result.exit_code == 2
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "semantic strategy needs an embedding backend" in error
+    assert "--embedding-backend" in error
+    assert cli("consortium", "list").stdout.strip() == "No saved consortiums found."
+
+
+def test_create_consortium_refuses_semantic_without_an_embedding_backend():
+    with pytest.raises(ValueError, match="needs an embedding backend"):
+        create_consortium(["para-a"], arbiter="judge", strategy="semantic")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--cluster-eps", "0"], "'eps': 0.0 is not in (0, 1]"),
+        (["--cluster-eps", "1.5"], "'eps': 1.5 is above the maximum 1"),
+        (["--cluster-eps", "nan"], "'eps': nan is not in (0, 1]"),
+        (["--cluster-min-samples", "0"], "'min_samples': 0 is below the minimum 1"),
+        (["--strategy-param", "clustering_algorithm=kmeans"], "'clustering_algorithm': 'kmeans'; choose one of dbscan, hdbscan, tropical"),
+        (["--strategy-param", "use_centroid_synthesis=maybe"], "'use_centroid_synthesis'"),
+        (["--strategy-param", "colour=red"], "Unknown parameter 'colour' for strategy 'semantic'"),
+    ],
+)
+def test_bad_semantic_parameters_are_refused_at_save(cli, options, message):
+    result = cli("consortium", "save", "sem", *FOUR, *SEMANTIC, *options)
+    assert result.exit_code == 2
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert message in error
+    assert "Traceback" not in result.output
+
+
+def test_cluster_options_become_typed_semantic_parameters(cli):
+    result = cli(
+        "consortium", "save", "sem", *FOUR, *SEMANTIC,
+        "--clustering-algorithm", "HDBSCAN", "--cluster-eps", "0.3", "--cluster-min-samples", "3",
+        "--strategy-param", "use_centroid_synthesis=yes",
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(cli("consortium", "info", "sem", "--json").stdout)
+    assert info["strategy_params"] == {
+        "clustering_algorithm": "hdbscan",
+        "eps": 0.3,
+        "min_samples": 3,
+        "use_centroid_synthesis": True,
+    }
+    assert (info["embedding_backend"], info["embedding_model"]) == ("llm", "bow")
+
+
+# -- consensus ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["dbscan", "hdbscan"])
+def test_near_duplicates_form_the_consensus_and_the_off_topic_answer_is_dropped(
+    cli, fakes, user_dir, algorithm
+):
+    with fakes(SPECS):
+        result = save_and_ask(
+            cli, "sem", *FOUR, *SEMANTIC, "--clustering-algorithm", algorithm, "--cluster-eps", "0.2"
+        )
+        prompts = arbiter_prompts()
+        batches = list(fake_models.HashEmbedding.batches_by_model.get("bow", []))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() in (PARIS_1, PARIS_2, PARIS_3)
+    [prompt] = prompts
+    assert ids_in(prompt) == ["1", "2", "3"]
+    assert "Bananas" not in prompt
+    assert batches == [4]  # every answer embedded in one batched call
+
+    found = members(user_dir)
+    assert [row["selected"] for row in found] == [1, 1, 1, 0]
+    assert [row["extra"]["semantic_cluster"] for row in found] == [0, 0, 0, -1]
+    assert [row["extra"]["in_consensus"] for row in found] == [True, True, True, False]
+
+    embeddings = rows(user_dir, "SELECT * FROM response_embeddings ORDER BY member_id")
+    run_id = the_run(user_dir)["id"]
+    assert [row["member_id"] for row in embeddings] == ["1", "2", "3", "4"]
+    assert [row["response_id"] for row in embeddings] == [row["response_id"] for row in found]
+    assert [row["model"] for row in embeddings] == ["para-a", "para-b", "para-c", "off"]
+    assert {(row["run_id"], row["iteration"], row["backend"], row["embedding_model"], row["dimensions"])
+            for row in embeddings} == {(run_id, 1, "llm", "bow", 64)}
+    assert all(row["created_at"] for row in embeddings)
+    for row, text in zip(embeddings, [PARIS_1, PARIS_2, PARIS_3, BANANAS]):
+        assert json.loads(row["embedding_json"]) == pytest.approx(fake_models.hash_embedding(text, 64))
+
+    [cluster] = rows(user_dir, "SELECT * FROM consensus_clusters")
+    assert (cluster["run_id"], cluster["iteration"], cluster["cluster_id"]) == (run_id, 1, 0)
+    assert cluster["algorithm"] == algorithm
+    assert json.loads(cluster["member_ids_json"]) == ["1", "2", "3"]
+    assert (cluster["size"], cluster["is_consensus"], cluster["all_noise"]) == (3, 1, 0)
+    _, paris_centroid, paris_distances = hand_geometry([PARIS_1, PARIS_2, PARIS_3])
+    assert json.loads(cluster["centroid_json"]) == pytest.approx(paris_centroid)
+    assert cluster["radius"] == pytest.approx(max(paris_distances))
+    assert cluster["density"] == pytest.approx(3 / (max(paris_distances) + 1e-9))
+
+    [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")
+    confidence, centroid, _ = hand_geometry([PARIS_1, PARIS_2, PARIS_3, BANANAS])
+    assert decision["geometric_confidence"] == pytest.approx(confidence)
+    assert json.loads(decision["centroid_vector"]) == pytest.approx(centroid)
+    assert json.loads(decision["outliers_json"]) == []  # four points: no outlier possible
+    notes = json.loads(decision["decision_json"])["strategy_notes"]["semantic"]
+    assert notes["labels"] == {"1": 0, "2": 0, "3": 0, "4": -1}
+    assert (notes["consensus"], notes["noise"], notes["all_noise"]) == (["1", "2", "3"], ["4"], False)
+    assert (notes["algorithm"], notes["eps"], notes["min_samples"]) == (algorithm, 0.2, 2)
+
+
+def test_tropical_keeps_a_chain_of_close_answers_that_dbscan_calls_noise(cli, fakes, user_dir):
+    # Each answer shifts one word: neighbours are 0.083 apart, the ends 0.25.
+    # With eps 0.1 and min_samples 4 no answer has four neighbours (no DBSCAN
+    # core point), but the chain is one single-linkage component of four.
+    chain = [
+        "alpha beta gamma delta epsilon zeta",
+        "beta gamma delta epsilon zeta eta",
+        "gamma delta epsilon zeta eta theta",
+        "delta epsilon zeta eta theta iota",
+        "Bananas grow on tall tropical plants",
+    ]
+    specs = {
+        "models": {**{f"link-{i}": {"answer": text} for i, text in enumerate(chain)}, "judge": {"arbiter": True}},
+        "embedding_models": {"bow": {"dims": 64}},
+    }
+    options = [opt for i in range(5) for opt in ("-m", f"link-{i}")]
+    tuning = ["--cluster-eps", "0.1", "--cluster-min-samples", "4"]
+    with fakes(specs):
+        tropical = save_and_ask(cli, "trop", *options, *SEMANTIC, "--clustering-algorithm", "tropical", *tuning)
+        dbscan = save_and_ask(cli, "dbs", *options, *SEMANTIC, "--clustering-algorithm", "dbscan", *tuning)
+        prompts = arbiter_prompts()
+    assert tropical.exit_code == 0, tropical.output
+    assert dbscan.exit_code == 0, dbscan.output
+    assert [ids_in(prompt) for prompt in prompts] == [["1", "2", "3", "4"], ["1", "2", "3", "4", "5"]]
+
+    runs = {row["config_name"]: row["id"] for row in rows(user_dir, "SELECT * FROM consortium_runs")}
+    [trop_cluster] = rows(user_dir, "SELECT * FROM consensus_clusters WHERE run_id = ?", runs["trop"])
+    assert trop_cluster["algorithm"] == "tropical"
+    assert json.loads(trop_cluster["member_ids_json"]) == ["1", "2", "3", "4"]
+    assert (trop_cluster["is_consensus"], trop_cluster["all_noise"]) == (1, 0)
+    [noise_row] = rows(user_dir, "SELECT * FROM consensus_clusters WHERE run_id = ?", runs["dbs"])
+    assert (noise_row["cluster_id"], noise_row["all_noise"], noise_row["algorithm"]) == (-1, 1, "dbscan")
+
+
+def test_when_every_answer_is_noise_all_go_to_the_arbiter_and_the_run_records_it(cli, fakes, user_dir):
+    orthogonal = ["-m", "orth-a", "-m", "orth-b", "-m", "orth-c", "-m", "orth-d"]
+    with fakes(SPECS):
+        result = save_and_ask(cli, "noise", *orthogonal, *SEMANTIC, "--cluster-eps", "0.2")
+        prompts = arbiter_prompts()
+    assert result.exit_code == 0, result.output
+    [prompt] = prompts
+    assert ids_in(prompt) == ["1", "2", "3", "4"]
+    found = members(user_dir)
+    assert [row["selected"] for row in found] == [1, 1, 1, 1]
+    assert [row["extra"]["semantic_cluster"] for row in found] == [-1] * 4
+    assert [row["extra"]["in_consensus"] for row in found] == [False] * 4
+
+    [noise] = rows(user_dir, "SELECT * FROM consensus_clusters")
+    assert (noise["cluster_id"], noise["all_noise"], noise["is_consensus"], noise["size"]) == (-1, 1, 0, 4)
+    assert json.loads(noise["member_ids_json"]) == ["1", "2", "3", "4"]
+    # Four orthogonal unit vectors: each has cos 1/2 with their mean, so d = 1/4.
+    assert noise["radius"] == pytest.approx(0.25)
+    [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")
+    assert decision["geometric_confidence"] == pytest.approx(0.75)
+    notes = json.loads(decision["decision_json"])["strategy_notes"]["semantic"]
+    assert notes["all_noise"] is True
+    assert notes["consensus"] == []
+    assert notes["selected"] == ["1", "2", "3", "4"]
+
+
+def test_outliers_are_stored_as_member_ids(cli, fakes, user_dir):
+    # Five identical answers and one different: with six points the different
+    # one is more than two standard deviations from the mean distance.
+    with fakes(SPECS):
+        result = save_and_ask(cli, "outl", "-m", "para-a:5", "-m", "off", *SEMANTIC, "--cluster-eps", "0.2")
+    assert result.exit_code == 0, result.output
+    [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")
+    assert json.loads(decision["outliers_json"]) == ["6"]
+    assert json.loads(decision["decision_json"])["outliers"] == ["6"]
+    confidence, _, _ = hand_geometry([PARIS_1] * 5 + [BANANAS])
+    assert decision["geometric_confidence"] == pytest.approx(confidence)
+    found = members(user_dir)
+    assert [row["extra"]["semantic_outlier"] for row in found] == [False] * 5 + [True]
+    assert [row["selected"] for row in found] == [1] * 5 + [0]
+
+
+def test_every_iteration_stores_its_embeddings_and_repeated_answers_are_embedded_once(cli, fakes, user_dir):
+    with fakes(SPECS):
+        result = save_and_ask(
+            cli, "twice", *FOUR, *SEMANTIC, "--cluster-eps", "0.2",
+            "--min-iterations", "2", "--max-iterations", "2",
+        )
+        batches = list(fake_models.HashEmbedding.batches_by_model.get("bow", []))
+    assert result.exit_code == 0, result.output
+    embeddings = rows(user_dir, "SELECT * FROM response_embeddings ORDER BY iteration, member_id")
+    assert [(row["iteration"], row["member_id"]) for row in embeddings] == [
+        (iteration, member) for iteration in (1, 2) for member in ("1", "2", "3", "4")
+    ]
+    assert len({row["response_id"] for row in embeddings}) == 8
+    clusters = rows(user_dir, "SELECT iteration, member_ids_json FROM consensus_clusters ORDER BY iteration")
+    assert [(row["iteration"], json.loads(row["member_ids_json"])) for row in clusters] == [
+        (1, ["1", "2", "3"]), (2, ["1", "2", "3"])
+    ]
+    decisions = rows(user_dir, "SELECT geometric_confidence FROM arbiter_decisions ORDER BY iteration")
+    assert len(decisions) == 2 and all(row["geometric_confidence"] for row in decisions)
+    assert batches == [4]  # the same answers in iteration 2 come from the per-process cache
+
+
+# -- the Python API ------------------------------------------------------------------
+
+
+def test_create_consortium_runs_the_semantic_strategy_and_returns_its_telemetry(fakes, user_dir):
+    with fakes(SPECS):
+        orchestrator = create_consortium(
+            ["para-a", "para-b", "para-c", "off"], arbiter="judge", max_iterations=1,
+            strategy="semantic", strategy_params={"eps": "0.2", "clustering_algorithm": "hdbscan"},
+            embedding_backend="llm", embedding_model="bow",
+        )
+        result = orchestrator.orchestrate("What is the capital of France?")
+        prompts = arbiter_prompts()
+    assert ids_in(prompts[0]) == ["1", "2", "3"]
+    synthesis = result["synthesis"]
+    confidence, centroid, _ = hand_geometry([PARIS_1, PARIS_2, PARIS_3, BANANAS])
+    assert synthesis["geometric_confidence"] == pytest.approx(confidence)
+    assert synthesis["centroid_vector"] == pytest.approx(centroid)
+    assert synthesis["outliers"] == []
+    responses = result["iterations"][0]["model_responses"]
+    assert [r["semantic_cluster"] for r in responses] == [0, 0, 0, -1]
+    assert [r["in_consensus"] for r in responses] == [True, True, True, False]
+    assert len(rows(user_dir, "SELECT * FROM response_embeddings")) == 4
+    [cluster] = rows(user_dir, "SELECT * FROM consensus_clusters")
+    assert cluster["algorithm"] == "hdbscan"
+
+
+@pytest.mark.parametrize("central_first, expected", [(False, PARIS_1), (True, "Paris is the capital of France and a big city.")])
+def test_use_centroid_synthesis_puts_the_most_central_answer_first(fakes, central_first, expected):
+    # Without an arbiter the first answer passed on wins: by config order, or,
+    # with use_centroid_synthesis, the answer nearest the consensus centroid.
+    specs = {
+        "models": {
+            "short": {"answer": PARIS_1},
+            "middle": {"answer": "Paris is the capital of France and a big city."},
+            "long": {"answer": "Paris is the capital of France and a big city with many museums."},
+        },
+        "embedding_models": {"bow": {"dims": 64}},
+    }
+    with fakes(specs):
+        result = create_consortium(
+            ["short", "middle", "long"], strategy="semantic", max_iterations=1,
+            strategy_params={"eps": 0.2, "use_centroid_synthesis": central_first},
+            embedding_backend="llm", embedding_model="bow",
+        ).orchestrate("Capital?")
+    assert result["synthesis"]["synthesis"] == expected
+    # Distances to the centroid: short 0.038, middle 0.014, long 0.028.
+    assert [r["in_consensus"] for r in result["iterations"][0]["model_responses"]] == [True] * 3
+    assert result["synthesis"]["chosen_member_id"] == ("2" if central_first else "1")
+
+
+def test_a_blank_answer_is_not_embedded_and_counts_as_noise(fakes):
+    config = ConsortiumConfig(
+        models={"para-a": 2, "off": 1}, arbiter="judge", strategy="semantic",
+        strategy_params={"eps": 0.2}, embedding_backend="llm", embedding_model="bow",
+    )
+    members = members_from_models(config.models)
+    strategy = get_strategy_class("semantic")(config.strategy_params, StrategyContext("run", config, members))
+    results = [
+        MemberResult(members[0], 1, "r1", text=PARIS_1, answer=PARIS_1),
+        MemberResult(members[1], 1, "r2", text=PARIS_2, answer=PARIS_2),
+        MemberResult(members[2], 1, "r3", text="  ", answer=None),
+    ]
+    with fakes(SPECS):
+        outcome = strategy.process_responses(results, 1)
+        batches = list(fake_models.HashEmbedding.batches_by_model["bow"])
+    assert batches == [2]
+    assert [r.member.id for r in outcome.responses] == ["1", "2"]
+    assert [row["dimensions"] for row in outcome.telemetry["embeddings"]] == [64, 64, 64]
+    assert json.loads(outcome.telemetry["embeddings"][2]["embedding_json"]) == [0.0] * 64
+    assert results[2].extra["semantic_cluster"] == -1
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def test_an_embedding_backend_error_fails_the_run_loudly(llm_subprocess, user_dir):
+    saved = llm_subprocess(
+        "consortium", "save", "sem", *FOUR, "--arbiter", "judge", "--strategy", "semantic",
+        "--embedding-backend", "llm", "--embedding-model", "broken", "--max-iterations", "1",
+        specs=SPECS,
+    )
+    assert saved.returncode == 0, saved.stderr
+    log = user_dir / "calls.jsonl"
+    result = llm_subprocess("-m", "sem", "Capital?", env={"LLM_CONSORTIUM_FAKE_LOG": str(log)})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "Error: Semantic strategy, iteration 1: llm embedding (broken) failed: "
+        "ModelError: embedding service down"
+    ]
+    assert "judge" not in [record["model"] for record in fake_models.read_log(log)]
+    run = the_run(user_dir)
+    assert run["status"] == "failed"
+    assert "embedding service down" in run["error"]
+    assert rows(user_dir, "SELECT * FROM arbiter_decisions") == []
+    assert rows(user_dir, "SELECT * FROM response_embeddings") == []
+
+
+def test_an_unknown_embedding_model_fails_the_run_before_any_member_is_prompted(fakes, user_dir):
+    with fakes(SPECS):
+        orchestrator = create_consortium(
+            FOUR[1::2], arbiter="judge", strategy="semantic",
+            embedding_backend="llm", embedding_model="nosuch",
+        )
+        with pytest.raises(llm.ModelError) as caught:
+            orchestrator.orchestrate("Capital?")
+        called = [model for model in SPECS["models"] if fake_models.ScriptedModel.calls.get(model)]
+    assert str(caught.value) == (
+        "Semantic strategy: unknown llm embedding model 'nosuch'; "
+        "run `llm embed-models` to list the installed ones"
+    )
+    assert called == []
+    assert members(user_dir) == []
+    run = the_run(user_dir)
+    assert (run["status"], run["iteration_count"], run["error"]) == ("failed", 0, str(caught.value))
+
+
+def test_the_python_api_raises_a_model_error_for_an_embedding_failure(fakes):
+    with fakes(SPECS):
+        orchestrator = create_consortium(
+            ["para-a", "off"], arbiter="judge", strategy="semantic",
+            embedding_backend="llm", embedding_model="broken",
+        )
+        with pytest.raises(llm.ModelError, match="embedding service down"):
+            orchestrator.orchestrate("Capital?")
+        assert arbiter_prompts() == []
