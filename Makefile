@@ -73,6 +73,7 @@ test-llm-min:
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python scripts/benchmark.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_streaming.py
 
 docs: $(VENV)/.installed-dev
 	$(BIN)/cog -r README.md

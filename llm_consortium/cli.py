@@ -40,7 +40,25 @@ class OneLineErrorsCommand(click.Command):
 
 
 class ConsortiumGroup(click.Group):
+    """``llm consortium``. Its subcommands are built the first time anything
+    asks for them, so that the ``llm`` commands that never touch them
+    (``llm --version``, ``llm -m …``) do not pay for building them."""
+
     command_class = OneLineErrorsCommand
+    _built = False
+
+    def _build(self) -> None:
+        if not self._built:
+            self._built = True
+            add_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._build()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._build()
+        return super().get_command(ctx, cmd_name)
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -354,6 +372,8 @@ def register(cli: click.Group) -> None:
             llm consortium runs
         """
 
+
+def add_commands(consortium: click.Group) -> None:
     @consortium.command(name="save")
     @click.argument("name")
     @config_options

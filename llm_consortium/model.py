@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional
 
+import click
 import llm
 from pydantic import Field
 
@@ -164,6 +165,10 @@ class ConsortiumModel(llm.Model):
             raise
         except ConsortiumError as ex:
             raise llm.ModelError(str(ex)) from None
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: llm then prints "Aborted!"
+            report.clear()
+            click.echo(f"Interrupted; run {run.run_id} recorded as {run.status}.", err=True)
+            raise
         finally:
             report.clear()
             response.set_usage(input=run.input_tokens, output=run.output_tokens)

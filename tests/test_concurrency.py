@@ -98,7 +98,7 @@ def test_concurrent_llm_processes_lose_nothing_and_never_see_a_locked_database(u
         assert info.exit_code == 0, info.output
         assert json.loads(info.stdout)["run"]["id"] == latest
         reads += 1
-        time.sleep(0.2)
+        time.sleep(0.5)  # leave the CPU to the writers
     outcomes = [process.communicate(timeout=120) + (process.returncode,) for process in processes]
     reader_out, reader_err = reader.communicate(timeout=120)
 

@@ -127,7 +127,8 @@ def test_a_signal_stops_the_run_keeps_answers_and_marks_it_interrupted(user_dir,
     run = assert_interrupted_and_kept(user_dir, expected_answers=1)
     lines = [line for line in stderr.splitlines() if line.strip()]
     if command == "model":
-        assert lines == ["Aborted!"]  # click's message for an interrupted command
+        # Then click's message for an interrupted command (exit status 1).
+        assert lines == [f"Interrupted; run {run['id']} recorded as interrupted.", "Aborted!"]
     else:
         assert process.returncode == 130
         assert lines == [f"Interrupted; run {run['id']} recorded as interrupted."]

@@ -137,10 +137,11 @@ def test_misbehaving_http_members_fail_with_their_reason_and_healthy_ones_answer
 def test_llm_exits_while_a_timed_out_http_call_is_still_hanging(cli, server, user_dir):
     save(
         cli, "hang-team", "-m", "ok", "-m", "hang", "--arbiter", "arbiter",
-        "--timeout", "2", "--retries", "0", "--max-iterations", "1",
+        "--timeout", "50", "--retries", "2", "--max-iterations", "1",
     )
 
-    result, elapsed = timed_llm("-m", "hang-team", "q", "--no-log")
+    # -o timeout / -o retries apply to this call only.
+    result, elapsed = timed_llm("-m", "hang-team", "q", "--no-log", "-o", "timeout", "2", "-o", "retries", "0")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "42"
@@ -150,6 +151,7 @@ def test_llm_exits_while_a_timed_out_http_call_is_still_hanging(cli, server, use
     assert len(server.requests_for("hang")) == 1
     rows = members_by_model(user_dir, only_run(user_dir)["id"])
     assert rows["hang"]["error"] == "timed out after 2 s"
+    assert rows["hang"]["attempts"] == 1
 
 
 @pytest.mark.parametrize(
