@@ -1,4 +1,4 @@
-"""Calling one model with a timeout and retries.
+"""Calling models with a timeout and retries (``CallGroup``).
 
 Each attempt runs in a daemon thread and is waited for at most ``timeout``
 seconds: a provider that hangs is abandoned (its thread cannot keep the
@@ -15,11 +15,13 @@ longer than the timeout is not waited for — the call fails at once instead.
 from __future__ import annotations
 
 import email.utils
+import heapq
+import queue
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,7 @@ from .errors import ConsortiumError
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 RETRY_AFTER_CAP = 60.0
+POLL_SECONDS = 0.1
 _TRANSIENT_NAMES = ("timeout", "connection", "connect", "remoteprotocol", "readerror", "network")
 
 
@@ -187,103 +190,272 @@ def backoff_delay(attempt: int, retry_after: float | None) -> float:
     return delay + random.uniform(0, delay / 2)
 
 
-def _one_attempt(
-    request: CallRequest, on_chunk: Callable[[int, str], None] | None, attempt: int
-) -> tuple[str, Any]:
-    kwargs: dict[str, Any] = {"stream": request.stream}
-    if request.system:
-        kwargs["system"] = request.system
-    if request.messages is not None:
-        kwargs["messages"] = request.messages
-    if request.attachments:
-        kwargs["attachments"] = request.attachments
-    response = request.model.prompt(request.prompt, **kwargs, **(request.options or {}))
-    pieces = []
-    for chunk in response:
-        pieces.append(chunk)
-        if on_chunk is not None:
-            on_chunk(attempt, chunk)
-    return "".join(pieces), response
+class _Workers:
+    """Daemon threads that run attempts, kept for reuse.
 
+    A new thread is started whenever no idle one is waiting, so there is no
+    cap: 200 members get 200 threads. Reuse only saves thread start-up for
+    later iterations and runs in the same process; a thread idle for
+    ``IDLE_SECONDS`` exits. An abandoned (hung) attempt keeps its thread busy
+    until it returns, and no one waits for it: daemon threads do not block
+    interpreter exit.
+    """
 
-def call_model(
-    request: CallRequest,
-    *,
-    timeout: float,
-    retries: int,
-    cancel: threading.Event,
-    on_chunk: Callable[[int, str], None] | None = None,
-) -> CallOutcome:
-    """Call a model with a per-attempt ``timeout`` and up to ``retries``
-    retries. Never raises for model errors: they are in ``error``."""
-    started = time.monotonic()
-    attempts = 0
-    last_error = "not called"
-    while True:
-        attempts += 1
-        box: dict[str, Any] = {}
+    IDLE_SECONDS = 30.0
 
-        def run() -> None:
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((fn, args))
+        if spawn:
+            threading.Thread(target=self._loop, daemon=True, name="consortium-call").start()
+
+    def _loop(self) -> None:
+        while True:
             try:
-                box["value"] = _one_attempt(request, on_chunk, attempts)
-            except BaseException as ex:  # handed to the waiting thread below
-                box["error"] = ex
+                fn, args = self._jobs.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:
+                        self._idle -= 1
+                        return
+                continue  # a job was handed to us as an idle thread: take it
+            fn(*args)
+            with self._lock:
+                self._idle += 1
 
-        worker = threading.Thread(target=run, daemon=True, name="consortium-call")
-        worker.start()
-        deadline = time.monotonic() + timeout
-        while worker.is_alive() and not cancel.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            worker.join(min(remaining, 0.1))
-        if cancel.is_set() and worker.is_alive():
-            last_error = "cancelled"
-            break
-        error: BaseException | None
-        if worker.is_alive():
-            error = CallTimeout(f"timed out after {timeout:g} s")
-        elif "error" in box:
-            error = box["error"]
-        else:
-            text, response = box["value"]
-            if not text.strip():
-                error = EmptyResponse("empty response")
-            else:
-                usage = response.usage()
-                return CallOutcome(
-                    text=text,
-                    error=None,
-                    response_id=response.id,
-                    input_tokens=usage.input,
-                    output_tokens=usage.output,
-                    duration_ms=int((time.monotonic() - started) * 1000),
-                    attempts=attempts,
-                )
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
-            raise error
-        last_error = describe(error)
+
+_workers = _Workers()
+
+
+@dataclass
+class _Call:
+    """The state of one call in a ``CallGroup``."""
+
+    request: CallRequest
+    stream_chunks: bool
+    started: float
+    attempts: int = 0
+    deadline: float | None = None  # of the running attempt
+    last_error: str = "not called"
+
+
+def _attempt(
+    inbox: queue.Queue[tuple[str, Hashable, int, Any]],
+    key: Hashable,
+    attempt: int,
+    request: CallRequest,
+    stream_chunks: bool,
+) -> None:
+    """One attempt, in its own daemon thread; everything it learns goes to
+    ``inbox`` tagged with the attempt number, so an abandoned (timed-out)
+    attempt that answers late is recognised and ignored."""
+    # Let the thread that starts attempts go on starting the others first:
+    # without this, each new thread holds the GIL for a switch interval.
+    time.sleep(0)
+    try:
+        kwargs: dict[str, Any] = {"stream": request.stream}
+        if request.system:
+            kwargs["system"] = request.system
+        if request.messages is not None:
+            kwargs["messages"] = request.messages
+        if request.attachments:
+            kwargs["attachments"] = request.attachments
+        response = request.model.prompt(request.prompt, **kwargs, **(request.options or {}))
+        pieces = []
+        for chunk in response:
+            pieces.append(chunk)
+            if stream_chunks:
+                inbox.put(("chunk", key, attempt, chunk))
+        usage = response.usage()
+        inbox.put(("ok", key, attempt, ("".join(pieces), response.id, usage.input, usage.output)))
+    except BaseException as ex:  # reported to the thread that runs the group
+        inbox.put(("error", key, attempt, ex))
+
+
+class CallGroup:
+    """Model calls made at once, each with a per-attempt ``timeout`` and up
+    to ``retries`` retries.
+
+    Every attempt runs at once in a daemon thread of its own (``_Workers``:
+    threads are reused, never capped) unless ``max_concurrency`` is given. The
+    thread that iterates ``events()`` does all the waiting: it enforces the
+    deadlines, schedules retries after their backoff, and passes on streamed
+    chunks. A hung provider is abandoned at its deadline (its thread cannot
+    keep the process alive). ``events()`` never raises for model errors:
+    they end up in ``CallOutcome.error``.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        retries: int,
+        cancel: threading.Event,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.retries = retries
+        self.cancel = cancel
+        self.max_concurrency = max_concurrency
+        self._inbox: queue.Queue[tuple[str, Hashable, int, Any]] = queue.Queue()
+        self._calls: dict[Hashable, _Call] = {}
+        self._waiting: list[tuple[float, int, Hashable]] = []  # (start at, order, key)
+        self._deadlines: list[tuple[float, int, Hashable, int]] = []  # (at, order, key, attempt)
+        self._order = 0
+        self._running = 0
+
+    def submit(self, key: Hashable, request: CallRequest, *, stream_chunks: bool = False) -> None:
+        self._calls[key] = _Call(request, stream_chunks, started=time.monotonic())
+        self._schedule(key, time.monotonic())
+
+    def _schedule(self, key: Hashable, when: float) -> None:
+        self._order += 1
+        heapq.heappush(self._waiting, (when, self._order, key))
+
+    def _start_due(self, now: float) -> None:
+        while self._waiting and self._waiting[0][0] <= now:
+            if self.max_concurrency is not None and self._running >= self.max_concurrency:
+                return
+            _, _, key = heapq.heappop(self._waiting)
+            call = self._calls[key]
+            call.attempts += 1
+            call.deadline = now + self.timeout
+            self._order += 1
+            heapq.heappush(self._deadlines, (call.deadline, self._order, key, call.attempts))
+            self._running += 1
+            _workers.run(_attempt, self._inbox, key, call.attempts, call.request, call.stream_chunks)
+
+    def _live_deadline(self) -> tuple[float, Hashable] | None:
+        """The nearest deadline of a running attempt (stale entries dropped)."""
+        while self._deadlines:
+            at, _, key, attempt = self._deadlines[0]
+            call = self._calls.get(key)
+            if call is not None and call.attempts == attempt and call.deadline == at:
+                return at, key
+            heapq.heappop(self._deadlines)
+        return None
+
+    def _next_wake(self, now: float) -> float:
+        moments = []
+        deadline = self._live_deadline()
+        if deadline is not None:
+            moments.append(deadline[0])
+        if self._waiting and (
+            self.max_concurrency is None or self._running < self.max_concurrency
+        ):
+            moments.append(self._waiting[0][0])
+        soonest = min(moments, default=now + POLL_SECONDS)
+        # Wake at least every POLL_SECONDS so Ctrl-C and cancel are prompt.
+        return min(max(soonest - now, 0.0), POLL_SECONDS)
+
+    def _expired(self, now: float) -> Iterator[tuple[str, Hashable, CallOutcome]]:
+        while (deadline := self._live_deadline()) is not None and deadline[0] <= now:
+            heapq.heappop(self._deadlines)
+            self._running -= 1  # abandoned: its thread may never end
+            done = self._failed(deadline[1], CallTimeout(f"timed out after {self.timeout:g} s"), now)
+            if done:
+                yield done
+
+    def _finish(self, key: Hashable, outcome: CallOutcome) -> tuple[str, Hashable, CallOutcome]:
+        del self._calls[key]
+        return ("done", key, outcome)
+
+    def _failed(self, key: Hashable, error: BaseException, now: float) -> tuple[str, Hashable, CallOutcome] | None:
+        """Record a failed attempt; retry later or finish the call."""
+        call = self._calls[key]
+        call.deadline = None
+        call.last_error = describe(error)
         retryable, retry_after = classify(error)
-        if not retryable or attempts > retries:
-            break
-        if retry_after is not None and retry_after > min(timeout, RETRY_AFTER_CAP):
-            # Waiting would break the time bound; the retry would likely be
-            # refused again anyway.
-            last_error += f" (Retry-After {retry_after:g} s is longer than the {timeout:g} s timeout)"
-            break
-        if cancel.wait(backoff_delay(attempts, retry_after)):
-            last_error = "cancelled"
-            break
-    if attempts > 1 and last_error != "cancelled":
-        last_error = f"{last_error} (after {attempts} attempts)"
-    return CallOutcome(
-        text=None,
-        error=last_error,
-        response_id=None,
-        input_tokens=None,
-        output_tokens=None,
-        duration_ms=int((time.monotonic() - started) * 1000),
-        attempts=attempts,
-    )
+        if retryable and call.attempts <= self.retries:
+            if retry_after is not None and retry_after > min(self.timeout, RETRY_AFTER_CAP):
+                # Waiting would break the time bound; the retry would likely
+                # be refused again anyway.
+                call.last_error += (
+                    f" (Retry-After {retry_after:g} s is longer than the {self.timeout:g} s timeout)"
+                )
+            else:
+                self._schedule(key, now + backoff_delay(call.attempts, retry_after))
+                return None
+        message = call.last_error
+        if call.attempts > 1:
+            message = f"{message} (after {call.attempts} attempts)"
+        return self._finish(key, self._outcome(call, error=message))
 
+    def _outcome(self, call: _Call, **fields: Any) -> CallOutcome:
+        values: dict[str, Any] = {
+            "text": None,
+            "error": None,
+            "response_id": None,
+            "input_tokens": None,
+            "output_tokens": None,
+        }
+        values.update(fields)
+        return CallOutcome(
+            **values,
+            duration_ms=int((time.monotonic() - call.started) * 1000),
+            attempts=call.attempts,
+        )
 
+    def events(self) -> Iterator[tuple[str, Hashable, Any]]:
+        """``("chunk", key, (attempt, text))`` while an attempt streams,
+        ``("done", key, CallOutcome)`` once per call, as they happen, and
+        ``("idle", None, None)`` each time it is about to wait (so that a
+        caller can act on a batch of results at once)."""
+        while self._calls:
+            now = time.monotonic()
+            if self.cancel.is_set():
+                for key in list(self._calls):
+                    yield self._finish(key, self._outcome(self._calls[key], error="cancelled"))
+                return
+            self._start_due(now)
+            if self._inbox.empty():
+                yield ("idle", None, None)
+            try:
+                item = self._inbox.get(timeout=self._next_wake(now))
+            except queue.Empty:
+                item = None
+            if item is not None:
+                yield from self._handle(*item)
+            yield from self._expired(time.monotonic())
+
+    def _handle(
+        self, kind: str, key: Hashable, attempt: int, payload: Any
+    ) -> Iterator[tuple[str, Hashable, Any]]:
+        call = self._calls.get(key)
+        if call is None or attempt != call.attempts or call.deadline is None:
+            return  # a late answer from an abandoned attempt
+        if kind == "chunk":
+            yield ("chunk", key, (attempt, payload))
+            return
+        self._running -= 1
+        now = time.monotonic()
+        if kind == "error":
+            if isinstance(payload, (KeyboardInterrupt, SystemExit)):
+                raise payload
+            done = self._failed(key, payload, now)
+        else:
+            text, response_id, input_tokens, output_tokens = payload
+            if not text.strip():
+                done = self._failed(key, EmptyResponse("empty response"), now)
+            else:
+                call.deadline = None
+                done = self._finish(
+                    key,
+                    self._outcome(
+                        call,
+                        text=text,
+                        response_id=response_id,
+                        input_tokens=input_tokens,
+                        output_tokens=output_tokens,
+                    ),
+                )
+        if done:
+            yield done

@@ -58,7 +58,10 @@ _ERROR_BODY_CHARS = 200
 
 
 def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    """One line, with anything that looks like a credential redacted."""
+    from .calls import redact
+
+    return redact(" ".join(str(text).split()))
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,17 +10,16 @@ Auto and manual context differ only in the messages a member is sent.
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import llm
 
 from . import arbiter as arbiter_text
-from .calls import CallOutcome, CallRequest, call_model
+from .calls import CallGroup, CallOutcome, CallRequest, redact
 from .config import ConsortiumConfig
 from .errors import ConfigError, RunFailed
 from .events import (
@@ -369,7 +368,7 @@ class Run:
             raise
         except Exception as ex:
             self.status = "failed"
-            error = f"{type(ex).__name__}: {ex}"
+            error = redact(f"{type(ex).__name__}: {ex}")
             raise
         finally:
             self.cancel.set()
@@ -479,42 +478,32 @@ class Run:
         """Call every member at once (no fixed cap; ``max_concurrency`` if
         configured) and yield results as they arrive, stored first."""
         config = self.config
-        inbox: queue.Queue[tuple[MemberResult, CallOutcome | None]] = queue.Queue()
-        gate = threading.BoundedSemaphore(config.max_concurrency) if config.max_concurrency else None
-
-        def work(request: CallRequest, shell: MemberResult) -> None:
-            if gate is not None:
-                gate.acquire()
-            try:
-                outcome = call_model(
-                    request, timeout=config.timeout, retries=config.retries, cancel=self.cancel
-                )
-            finally:
-                if gate is not None:
-                    gate.release()
-            inbox.put((shell, outcome))
-
+        calls = CallGroup(
+            timeout=config.timeout,
+            retries=config.retries,
+            cancel=self.cancel,
+            max_concurrency=config.max_concurrency,
+        )
+        shells: dict[Hashable, MemberResult] = {}
+        batch: list[MemberResult] = []
         for _, request, shell in jobs:
             if request is None:
-                inbox.put((shell, None))
+                batch.append(shell)  # failed before any call (unknown model)
             else:
-                threading.Thread(
-                    target=work, args=(request, shell), daemon=True, name=f"member-{shell.member.id}"
-                ).start()
-        pending = len(jobs)
-        while pending:
-            try:
-                batch = [inbox.get(timeout=POLL_SECONDS)]
-            except queue.Empty:
-                continue
-            while True:
-                try:
-                    batch.append(inbox.get_nowait())
-                except queue.Empty:
-                    break
-            results = [self._member_result(shell, outcome) for shell, outcome in batch]
+                shells[shell.member.id] = shell
+                calls.submit(shell.member.id, request)
+        for kind, key, outcome in calls.events():
+            if kind == "done":
+                batch.append(self._member_result(shells[key], outcome))
+            elif kind == "idle" and batch:
+                # Everything that has arrived so far, stored in one transaction.
+                yield from self._store_members(batch)
+                batch = []
+        yield from self._store_members(batch)
+
+    def _store_members(self, results: list[MemberResult]) -> Iterator[MemberResult]:
+        if results:
             self.store.record_members([self._member_row(result) for result in results])
-            pending -= len(results)
             yield from results
 
     def _member_result(self, shell: MemberResult, outcome: CallOutcome | None) -> MemberResult:
@@ -583,38 +572,26 @@ class Run:
         streaming = (
             self.stream_final and config.judging_method != "rank" and bool(getattr(model, "can_stream", False))
         )
-        inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
-        request = CallRequest(model=model, prompt=prompt, stream=streaming)
-
-        def work() -> None:
-            result = call_model(
-                request,
-                timeout=config.timeout,
-                retries=config.retries,
-                cancel=self.cancel,
-                on_chunk=(lambda attempt, chunk: inbox.put(("chunk", attempt, chunk))) if streaming else None,
-            )
-            inbox.put(("done", result, None))
-
-        threading.Thread(target=work, daemon=True, name="arbiter").start()
+        calls = CallGroup(timeout=config.timeout, retries=config.retries, cancel=self.cancel)
+        calls.submit("arbiter", CallRequest(model=model, prompt=prompt, stream=streaming), stream_chunks=streaming)
         stream = arbiter_text.SynthesisStream(lambda c, n: self._is_final(iteration, c, n))
         attempt_seen = 1
-        while True:
-            try:
-                kind, first, second = inbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
+        call: CallOutcome | None = None
+        for kind, _, payload in calls.events():
             if kind == "done":
-                call: CallOutcome = first
-                break
-            if first != attempt_seen:
+                call = payload
+            if kind != "chunk":
+                continue
+            attempt, chunk = payload
+            if attempt != attempt_seen:
                 if stream.streamed:
                     raise RunFailed(f"Arbiter {config.arbiter} failed part-way through its answer")
                 stream = arbiter_text.SynthesisStream(lambda c, n: self._is_final(iteration, c, n))
-                attempt_seen = first
-            delta = stream.feed(second)
+                attempt_seen = attempt
+            delta = stream.feed(chunk)
             if delta:
                 yield SynthesisDelta(delta)
+        assert call is not None
         self._add_usage(call.input_tokens, call.output_tokens)
         if call.error is not None:
             self._record_decision(iteration, None, call, prompt, outcome)

@@ -219,6 +219,8 @@ def _print_member(member: dict[str, Any], judged: bool, outliers: set[str]) -> N
     attempts = member.get("attempts") or 0
     retried = f", {attempts} attempts" if attempts > 1 else ""
     if member.get("error"):
+        if "attempts)" in member["error"]:
+            retried = ""  # the error already says how many attempts it took
         echo(f"{head}: FAILED after {_seconds(member.get('duration_ms'))}{retried}: {member['error']}")
         return
     notes = []
@@ -315,7 +317,7 @@ def _silence_stdout() -> None:
 
 def register(consortium: click.Group) -> None:
     @consortium.command(name="runs")
-    @click.option("--limit", type=int, default=10, show_default=True, help="Maximum number of runs to show")
+    @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Maximum number of runs to show")
     @since_option
     @click.option("--json", "json_output", is_flag=True, help="Output as JSON")
     @friendly_errors

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 
 from conftest import llm_cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
-COMMANDS = sorted(llm_cli.commands["consortium"].commands)
+GROUP = llm_cli.commands["consortium"]
+COMMANDS = sorted(GROUP.list_commands(click.Context(GROUP)))
 
 
 def test_there_are_commands_to_document():
