@@ -218,6 +218,10 @@ class _Workers:
             threading.Thread(target=self._loop, daemon=True, name="consortium-call").start()
 
     def _loop(self) -> None:
+        # A new thread first lets the thread that starts attempts go on
+        # starting the others: otherwise each new thread would hold the GIL
+        # for a whole switch interval before that thread could continue.
+        time.sleep(0)
         while True:
             try:
                 fn, args = self._jobs.get(timeout=self.IDLE_SECONDS)
@@ -257,9 +261,6 @@ def _attempt(
     """One attempt, in its own daemon thread; everything it learns goes to
     ``inbox`` tagged with the attempt number, so an abandoned (timed-out)
     attempt that answers late is recognised and ignored."""
-    # Let the thread that starts attempts go on starting the others first:
-    # without this, each new thread holds the GIL for a switch interval.
-    time.sleep(0)
     try:
         kwargs: dict[str, Any] = {"stream": request.stream}
         if request.system:
@@ -300,7 +301,9 @@ class CallGroup:
         retries: int,
         cancel: threading.Event,
         max_concurrency: int | None = None,
+        wake_every: float = POLL_SECONDS,
     ) -> None:
+        self.wake_every = wake_every
         self.timeout = timeout
         self.retries = retries
         self.cancel = cancel
@@ -352,9 +355,10 @@ class CallGroup:
             self.max_concurrency is None or self._running < self.max_concurrency
         ):
             moments.append(self._waiting[0][0])
-        soonest = min(moments, default=now + POLL_SECONDS)
-        # Wake at least every POLL_SECONDS so Ctrl-C and cancel are prompt.
-        return min(max(soonest - now, 0.0), POLL_SECONDS)
+        soonest = min(moments, default=now + self.wake_every)
+        # Wake at least every ``wake_every`` seconds (POLL_SECONDS by default)
+        # so that Ctrl-C and cancel are prompt and "idle" comes regularly.
+        return min(max(soonest - now, 0.0), self.wake_every)
 
     def _expired(self, now: float) -> Iterator[tuple[str, Hashable, CallOutcome]]:
         while (deadline := self._live_deadline()) is not None and deadline[0] <= now:

@@ -197,3 +197,11 @@ def m002_full_transcripts(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS idx_consortium_members_run ON consortium_members(run_id, iteration)"
     )
+
+
+@migration
+def m003_run_status_index(conn: sqlite3.Connection) -> None:
+    """Finding runs still marked ``running`` (to reap those of dead processes)."""
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_consortium_runs_status ON consortium_runs(status)"
+    )

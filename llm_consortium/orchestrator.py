@@ -43,7 +43,8 @@ Turn = tuple[str, str]
 STORED_TELEMETRY = frozenset(
     {"geometric_confidence", "centroid_vector", "outliers", "embeddings", "clusters"}
 )
-POLL_SECONDS = 0.1
+# Member results that arrive within this many seconds are stored together.
+STORE_BATCH_SECONDS = 0.01
 
 
 def normalize_history(history: Any) -> list[Turn]:
@@ -203,6 +204,7 @@ class Run:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.cancel = threading.Event()
+        self._system_messages: dict[str, Any] = {}
         self._started = time.monotonic()
         self._events: Iterator[Event] | None = None
 
@@ -280,9 +282,11 @@ class Run:
         decisions: list[Decision] = []
         own_turns: dict[str, list[Any]] = {member.id: [] for member in members}
         streamed = False
+        reached = 0  # the iterations begun, failed or not
         try:
             yield RunStarted(self.run_id, self.orchestrator.config_name, config.max_iterations, len(members))
             for iteration in range(1, config.max_iterations + 1):
+                reached = iteration
                 selected = strategy.select_members(members, iteration)
                 if not selected:
                     raise RunFailed(f"Strategy '{config.strategy}' selected no members in iteration {iteration}")
@@ -326,24 +330,28 @@ class Run:
                     judged = yield from self._judge(arbiter_model, iteration, outcome, decisions)
                     decision, streamed = judged
                 decisions.append(decision)
+                # A synthesis already streamed to the user cannot be taken
+                # back: its iteration is the final one.
+                final = streamed or self._is_final(iteration, decision.confidence, decision.needs_iteration)
                 context = IterationContext(
                     iteration=iteration,
                     selected_models=[
                         {"id": m.id, "model": m.model, "instance": m.instance} for m in selected
                     ],
-                    model_responses=[result.to_dict() for result in results],
+                    model_responses=[],
                     synthesis=decision.to_dict(),
                     results=results,
                     decision=decision,
                     members=selected,
+                    final=final,
                 )
                 strategy.update_state(context)
+                # After update_state, so what the strategy noted (eliminations)
+                # is in the result as well as in the store.
+                context.model_responses = [result.to_dict() for result in results]
                 self._save_extras(results)
                 iterations.append(context)
                 self.orchestrator.iteration_history = [item.to_dict() for item in iterations]
-                # A synthesis already streamed to the user cannot be taken
-                # back: its iteration is the final one.
-                final = streamed or self._is_final(iteration, decision.confidence, decision.needs_iteration)
                 self.store.update_run(
                     self.run_id,
                     iteration_count=iteration,
@@ -376,7 +384,7 @@ class Run:
                 self.run_id,
                 status=self.status,
                 error=error,
-                iteration_count=len(iterations),
+                iteration_count=reached,
                 final_confidence=decision.confidence if decision else None,
                 final_synthesis=decision.synthesis if decision and self.status == "success" else None,
                 input_tokens=self.input_tokens,
@@ -465,12 +473,19 @@ class Run:
             model=model,
             prompt=text,
             system=system,
-            messages=[llm.system(system), *turns],
+            messages=[self._system_message(system), *turns],
             attachments=self.attachments or None,
             stream=False,
         )
         shell.prompt = text
         return member, request, shell
+
+    def _system_message(self, system: str) -> Any:
+        """One (immutable) system message per distinct text: members mostly
+        share one system prompt."""
+        if system not in self._system_messages:
+            self._system_messages[system] = llm.system(system)
+        return self._system_messages[system]
 
     def _fan_out(
         self, jobs: list[tuple[Member, CallRequest | None, MemberResult]]
@@ -483,6 +498,7 @@ class Run:
             retries=config.retries,
             cancel=self.cancel,
             max_concurrency=config.max_concurrency,
+            wake_every=STORE_BATCH_SECONDS,
         )
         shells: dict[Hashable, MemberResult] = {}
         batch: list[MemberResult] = []
@@ -492,11 +508,15 @@ class Run:
             else:
                 shells[shell.member.id] = shell
                 calls.submit(shell.member.id, request)
+        first_waiting = time.monotonic()
         for kind, key, outcome in calls.events():
             if kind == "done":
+                if not batch:
+                    first_waiting = time.monotonic()
                 batch.append(self._member_result(shells[key], outcome))
-            elif kind == "idle" and batch:
-                # Everything that has arrived so far, stored in one transaction.
+            elif kind == "idle" and batch and time.monotonic() - first_waiting >= STORE_BATCH_SECONDS:
+                # What has arrived, stored in one transaction; results that
+                # arrive close together (hundreds of members) share one.
                 yield from self._store_members(batch)
                 batch = []
         yield from self._store_members(batch)

@@ -129,6 +129,8 @@ class IterationContext:
     results: list[MemberResult] = field(default_factory=list)
     decision: Decision | None = None
     members: list[Member] = field(default_factory=list)
+    #: True when this iteration ends the run (no further iteration follows).
+    final: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {

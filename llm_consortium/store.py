@@ -32,6 +32,20 @@ LOCKED_RETRY_SECONDS = 120.0
 T = TypeVar("T")
 
 
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return True  # cannot tell: leave the run alone
+    return True
+
+
 def utcnow() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
 
@@ -230,7 +244,23 @@ class Store:
             raise NotFoundError(f"Consortium with name '{name}' not found.")
 
     # -- runs -------------------------------------------------------------
+    def reap_orphaned_runs(self) -> None:
+        """Mark ``interrupted`` the runs left ``running`` by processes that no
+        longer exist (killed with SIGKILL, or a machine that went down): they
+        could not record it themselves."""
+        rows = self._read("SELECT id, pid FROM consortium_runs WHERE status = 'running'")
+        gone = [row["id"] for row in rows if row["pid"] is not None and not _process_alive(row["pid"])]
+        if gone:
+            with self._write() as conn:
+                conn.executemany(
+                    "UPDATE consortium_runs SET status = 'interrupted', finished_at = ?, "
+                    "error = coalesce(error, 'the process running it ended without finishing it') "
+                    "WHERE id = ? AND status = 'running'",
+                    [(utcnow(), run_id) for run_id in gone],
+                )
+
     def start_run(self, row: dict[str, Any]) -> None:
+        self.reap_orphaned_runs()
         row = {"created_at": utcnow(), "status": "running", "pid": os.getpid(), **row}
         self._insert("consortium_runs", row)
         with self._lock:
@@ -303,22 +333,28 @@ class Store:
 
     def _insert(self, table: str, *rows: dict[str, Any], replace: bool = False) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        with self._write() as conn:
-            for row in rows:
-                values = {
-                    key: _dumps(value) if isinstance(value, (dict, list, tuple)) else value
-                    for key, value in row.items()
-                }
-                columns = ", ".join(f"[{key}]" for key in values)
-                marks = ", ".join("?" for _ in values)
-                conn.execute(
-                    f"{verb} INTO [{table}] ({columns}) VALUES ({marks})",
-                    tuple(values.values()),
+        # Rows with the same columns share one statement (executemany).
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row), []).append(
+                tuple(
+                    _dumps(value) if isinstance(value, (dict, list, tuple)) else value
+                    for value in row.values()
                 )
+            )
+        with self._write() as conn:
+            for columns, values in groups.items():
+                names = ", ".join(f"[{key}]" for key in columns)
+                marks = ", ".join("?" for _ in columns)
+                conn.executemany(f"{verb} INTO [{table}] ({names}) VALUES ({marks})", values)
 
     def runs(
         self, limit: int | None = 10, since: str | None = None, config_name: str | None = None
     ) -> list[dict[str, Any]]:
+        try:
+            self.reap_orphaned_runs()
+        except StoreError:
+            pass  # a read-only database can still be listed; reaping waits for a writer
         where, params = [], []
         if since:
             where.append("created_at >= ?")

@@ -9,7 +9,7 @@ rm -rf "$LLM_USER_PATH"
 mkdir -p "$LLM_USER_PATH"
 cp scripts/demo_models.json "$LLM_USER_PATH/fake_models.json"
 
-run() { printf '\n$ %s\n' "$*"; "$@"; }
+run() { printf '\n$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 
 run llm consortium save seasons \
     -m demo-astronomer -m demo-physicist:2 -m demo-contrarian \

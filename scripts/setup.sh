@@ -11,7 +11,9 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
     # shellcheck disable=SC1091
     source .venv/bin/activate
 fi
-# The CPU build of PyTorch for the embeddings extra (a plain `torch` would pull CUDA wheels).
+# PyTorch for the embeddings extra, pinned so that sentence-transformers does not
+# pull the newest (large) build. Where a local CPU wheel of 2.13.0 is provided (as on
+# our CI machines) pip takes it; elsewhere see https://pytorch.org for a CPU-only index.
 python -m pip install --quiet torch==2.13.0 || echo "torch==2.13.0 not available here; sentence-transformers will pick a torch itself"
 python -m pip install --quiet -e '.[embeddings,visualize,dev]' -e tests/fake_models
 python -m pytest -q

@@ -2,7 +2,7 @@
 ``database is locked``, and reads work while others write.
 
 The processes use ``--no-log``: llm 0.36's own logs.db write fails under
-concurrent processes (see docs/readme/reliability.md). llm also migrates
+concurrent processes (see the README, "Many runs at once"). llm also migrates
 logs.db on every prompt, even with ``--no-log``, and concurrent *first*
 migrations race ("table ... already exists"), so one warm-up call creates it
 first, as any earlier use of ``llm`` would have.

@@ -118,3 +118,17 @@ def test_startup_with_a_garbage_database_still_lists_models(user_dir):
     listing = run_llm("consortium", "list")
     assert listing.returncode == 1
     assert listing.stderr.count("\n") <= 2 and "not a usable database" in listing.stderr
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_interrupted(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = Store(tmp_path / "c.db")
+    store.start_run({"id": "orphan", "user_prompt": "q", "pid": dead.pid})
+    store.start_run({"id": "mine", "user_prompt": "q"})
+    statuses = {row["id"]: (row["status"], row["error"]) for row in store.runs()}
+    assert statuses["orphan"] == ("interrupted", "the process running it ended without finishing it")
+    assert statuses["mine"] == ("running", None)

@@ -77,8 +77,8 @@ class EliminationStrategy(Strategy):
         return unranked + ranked
 
     def update_state(self, context: IterationContext) -> None:
-        if context.iteration < self.options["elimination_delay"]:
-            return
+        if context.final or context.iteration < self.options["elimination_delay"]:
+            return  # nothing follows the final iteration: no one to drop
         active = len(context.results)
         wanted = max(
             self.options["eliminate_count"],
