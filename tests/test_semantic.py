@@ -442,7 +442,8 @@ def test_an_unknown_embedding_model_fails_the_run_before_any_member_is_prompted(
     assert called == []
     assert members(user_dir) == []
     run = the_run(user_dir)
-    assert (run["status"], run["iteration_count"], run["error"]) == ("failed", 0, str(caught.value))
+    # iteration_count counts the iterations begun: it failed in the first.
+    assert (run["status"], run["iteration_count"], run["error"]) == ("failed", 1, str(caught.value))
 
 
 def test_the_python_api_raises_a_model_error_for_an_embedding_failure(fakes):
