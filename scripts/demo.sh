@@ -9,7 +9,18 @@ rm -rf "$LLM_USER_PATH"
 mkdir -p "$LLM_USER_PATH"
 cp scripts/demo_models.json "$LLM_USER_PATH/fake_models.json"
 
-run() { printf '\n$'; printf ' %q' "$@"; printf '\n'; "$@"; }
+# Print each command as you would type it (arguments with spaces in quotes), then run it.
+run() {
+    printf '\n$'
+    for arg in "$@"; do
+        case $arg in
+            *[!A-Za-z0-9_./:=-]*) printf " '%s'" "$arg" ;;
+            *) printf ' %s' "$arg" ;;
+        esac
+    done
+    printf '\n'
+    "$@"
+}
 
 run llm consortium save seasons \
     -m demo-astronomer -m demo-physicist:2 -m demo-contrarian \

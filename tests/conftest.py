@@ -110,3 +110,15 @@ def llm_subprocess(user_dir):
         return run_llm(*args, **kwargs)
 
     return run
+
+
+def db_rows(user_dir: Path, sql: str, *params) -> list[dict]:
+    """Rows of ``consortium_logs.db`` in ``user_dir`` as dicts."""
+    import sqlite3
+
+    conn = sqlite3.connect(user_dir / "consortium_logs.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute(sql, params)]
+    finally:
+        conn.close()

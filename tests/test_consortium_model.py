@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from conftest import fake_models
+from conftest import db_rows as rows, fake_models
 
 CALLS = fake_models.ScriptedModel.calls
 
@@ -22,10 +22,6 @@ def save(cli, *extra):
     assert result.exit_code == 0, result.output
 
 
-def rows(user_dir, sql, *params):
-    conn = sqlite3.connect(user_dir / "consortium_logs.db")
-    conn.row_factory = sqlite3.Row
-    return [dict(row) for row in conn.execute(sql, params)]
 
 
 def test_llm_m_prints_the_synthesis_and_records_a_successful_run(cli, fakes, user_dir):

@@ -4,6 +4,7 @@ import json
 import sqlite3
 
 from llm_consortium.store import shared_store
+from conftest import db_rows as rows
 
 # Known usage per call, so every sum is exact: one iteration costs
 # 10+10+7 (members) + 100 (arbiter) = 127 in and 5+5+3 + 20 = 33 out.
@@ -14,13 +15,6 @@ MODELS = {
 }
 
 
-def rows(user_dir, sql, *params):
-    conn = sqlite3.connect(user_dir / "consortium_logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def two_iteration_run(cli, fakes, prompt="What is six times seven?"):

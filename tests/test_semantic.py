@@ -20,7 +20,7 @@ from llm_consortium.embeddings import clear_cache
 from llm_consortium.results import MemberResult, members_from_models
 from llm_consortium.strategies import StrategyContext, get_strategy_class
 
-from conftest import fake_models
+from conftest import fake_models, db_rows as rows
 
 PARIS_1 = "The capital of France is Paris."
 PARIS_2 = "Paris is the capital of France."
@@ -57,13 +57,6 @@ def fresh_embedding_cache():
     clear_cache()
 
 
-def rows(user_dir: Path, sql: str, *params) -> list[dict]:
-    conn = sqlite3.connect(user_dir / "consortium_logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def members(user_dir: Path) -> list[dict]:

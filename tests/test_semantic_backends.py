@@ -16,7 +16,7 @@ import pytest
 
 from llm_consortium.embeddings import EXTRA_INSTALL_HINT, clear_cache
 
-from conftest import fake_models
+from conftest import fake_models, db_rows as rows
 from openai_server import serve
 
 PARIS_1 = "The capital of France is Paris."
@@ -56,13 +56,6 @@ def server():
         yield running
 
 
-def rows(user_dir: Path, sql: str, *params) -> list[dict]:
-    conn = sqlite3.connect(user_dir / "consortium_logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def selected(user_dir: Path) -> list[int]:

@@ -15,19 +15,12 @@ from llm_consortium import create_consortium
 from llm_consortium.results import members_from_models
 from llm_consortium.strategies import Param, Strategy, StrategyContext, StrategyOutcome
 
-from conftest import fake_models
+from conftest import fake_models, db_rows as rows
 
 PARIS = "Paris is the capital of France."
 PARIS_LOWER = "paris is the capital of france"
 
 
-def rows(user_dir: Path, sql: str, *params) -> list[dict]:
-    conn = sqlite3.connect(user_dir / "consortium_logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def members(user_dir: Path) -> list[dict]:

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from conftest import LLM_BIN, fake_models
+from conftest import LLM_BIN, fake_models, db_rows as rows
 
 CALLS = fake_models.ScriptedModel.calls
 
@@ -19,13 +19,6 @@ LONG_ANSWER = " ".join(f"word{i}" for i in range(160))
 SLOW_CHUNK = 0.03
 
 
-def rows(user_dir, sql, *params):
-    conn = sqlite3.connect(user_dir / "consortium_logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def save(cli, *args):
