@@ -10,6 +10,7 @@ Members are shown by id only, never by model name.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -47,11 +48,13 @@ def neutralise(text: str) -> str:
     return _RESERVED_OPEN.sub("‹", text or "")
 
 
+@functools.lru_cache(maxsize=None)
+def _block_pattern(tag: str) -> re.Pattern[str]:
+    return re.compile(rf"<\s*{tag}\b[^>]*>(.*?)<\s*/\s*{tag}\s*>", re.IGNORECASE | re.DOTALL)
+
+
 def _blocks(text: str, tag: str) -> list[str]:
-    pattern = re.compile(
-        rf"<\s*{tag}\b[^>]*>(.*?)<\s*/\s*{tag}\s*>", re.IGNORECASE | re.DOTALL
-    )
-    return [match.group(1) for match in pattern.finditer(text or "")]
+    return [match.group(1) for match in _block_pattern(tag).finditer(text or "")]
 
 
 def _last_block(text: str, tag: str) -> str | None:

@@ -280,7 +280,9 @@ class Run:
         decision: Decision | None = None
         iterations: list[IterationContext] = []
         decisions: list[Decision] = []
-        own_turns: dict[str, list[Any]] = {member.id: [] for member in members}
+        # Each member instance's own (prompt, answer) turns in this run: its
+        # conversation under auto context.
+        own_turns: dict[str, list[Turn]] = {member.id: [] for member in members}
         streamed = False
         reached = 0  # the iterations begun, failed or not
         try:
@@ -305,7 +307,7 @@ class Run:
                     raise RunFailed(self._members_failed_message(iteration, results))
                 if not config.manual_context:
                     for result in succeeded:
-                        own_turns[result.member.id] += [llm.user(result.prompt), llm.assistant(result.text or "")]
+                        own_turns[result.member.id] += [("user", result.prompt), ("assistant", result.text or "")]
                 try:
                     outcome = strategy.process_responses(succeeded, iteration)
                 finally:
@@ -433,7 +435,7 @@ class Run:
         models: dict[str, Any],
         missing: dict[str, str],
         strategy: Any,
-        own_turns: dict[str, list[Any]],
+        own_turns: dict[str, list[Turn]],
         previous: Decision | None,
     ) -> tuple[Member, CallRequest | None, MemberResult]:
         system = "\n\n".join(
@@ -462,9 +464,8 @@ class Run:
             return member, None, shell
         turns = [
             llm.user(content) if role == "user" else llm.assistant(content)
-            for role, content in self.history
+            for role, content in [*self.history, *own_turns[member.id]]
         ]
-        turns += own_turns[member.id]
         if turns and not getattr(model, "supports_conversation", True):
             transcript = arbiter_text.format_history(self.history)
             text = f"Earlier conversation:\n{transcript}\n\n{text}"
@@ -473,7 +474,9 @@ class Run:
             model=model,
             prompt=text,
             system=system,
-            messages=[self._system_message(system), *turns],
+            # Without earlier turns, llm builds the same [system, user]
+            # messages itself from system= and the prompt.
+            messages=[self._system_message(system), *turns] if turns else None,
             attachments=self.attachments or None,
             stream=False,
         )
