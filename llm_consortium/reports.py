@@ -461,7 +461,7 @@ def register(consortium: click.Group) -> None:
             click.echo(format_table(rows))
 
     @consortium.command(name="visualize")
-    @click.argument("run_id")
+    @click.argument("run_id", required=False)
     @click.option(
         "-o",
         "--output",
@@ -478,8 +478,9 @@ def register(consortium: click.Group) -> None:
         projected to 2-D (colour = iteration, marker = model, hover = answer)
         and the arbiter's and geometric confidence per iteration.
 
-        RUN_ID may be a unique prefix. The page works offline (plotly.js is
-        embedded) unless --cdn is given. Needs the visualize extra.
+        RUN_ID may be a unique prefix; without it, the latest run is shown.
+        The page works offline (plotly.js is embedded) unless --cdn is
+        given. Needs the visualize extra.
 
         \b
         Example usage:

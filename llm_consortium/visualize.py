@@ -276,10 +276,11 @@ def _add_confidence(go: Any, figure: Any, details: dict[str, Any], where: dict[s
 
 
 def write_run_page(
-    store: Store, run_id: str, output: str | pathlib.Path | None = None, cdn: bool = False
+    store: Store, run_id: str | None, output: str | pathlib.Path | None = None, cdn: bool = False
 ) -> pathlib.Path:
-    """Write the run's page; returns its path. ``cdn`` loads plotly.js from
-    the web instead of embedding it (the page then needs a connection)."""
+    """Write the run's page (the latest run for ``run_id=None``); returns its
+    path. ``cdn`` loads plotly.js from the web instead of embedding it (the
+    page then needs a connection)."""
     require_plotly()
     details = store.run_details(run_id)
     figure = build_figure(details)

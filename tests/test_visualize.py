@@ -168,3 +168,19 @@ def test_projection_keeps_the_main_direction_of_spread():
     assert all(y == pytest.approx(0.0, abs=1e-12) for _, y in coords)
     assert project_2d([[1.0, 2.0]]) == ([(0.0, 0.0)], [0.0, 0.0])
     assert project_2d([[1.0, 2.0], [1.0, 2.0]]) == ([(0.0, 0.0), (0.0, 0.0)], [0.0, 0.0])
+
+
+def test_visualize_without_a_run_id_shows_the_latest_run(cli, fakes, user_dir, tmp_path):
+    with fakes({"alpha": {"answer": "A"}, "judge": {"arbiter": True}}):
+        cli("consortium", "save", "team", "-m", "alpha", "--arbiter", "judge", "--max-iterations", "1")
+        cli("-m", "team", "first")
+        cli("-m", "team", "latest")
+        output = tmp_path / "latest.html"
+        result = cli("consortium", "visualize", "-o", str(output))
+    assert result.exit_code == 0, result.output
+    from conftest import db_rows
+
+    ids = {row["user_prompt"]: row["id"] for row in db_rows(user_dir, "select id, user_prompt from consortium_runs")}
+    page = output.read_text()
+    assert f"Consortium run {ids['latest'][:8]}" in page
+    assert f"Consortium run {ids['first'][:8]}" not in page
