@@ -31,7 +31,3 @@ class StoreError(ConsortiumError):
 
 class RunFailed(ConsortiumError, llm.ModelError):
     """A consortium run could not produce an answer."""
-
-
-class RunInterrupted(ConsortiumError, KeyboardInterrupt):
-    """The run was stopped by SIGINT/SIGTERM; it is recorded as interrupted."""

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Optional
 
-import click
 import llm
 from pydantic import Field
 
 from .config import ConsortiumConfig
 from .errors import ConsortiumError, RunFailed
-from .events import SynthesisDelta
 from .orchestrator import ConsortiumOrchestrator, history_from_messages
-from .progress import Reporter
+from .progress import Reporter, answer_pieces
 from .saved import check_no_cycle, load_configs
 from .store import shared_store
 
@@ -43,31 +38,6 @@ ATTACHMENT_TYPES = frozenset(
         "text/csv",
     }
 )
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (and SIGHUP: the terminal went away) like Ctrl-C while a
-    run is going, so it is recorded as interrupted (only possible from the
-    main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {
-        signum: signal.signal(signum, handler)
-        for signum in signals
-        if signal.getsignal(signum) is not signal.SIG_IGN  # e.g. under nohup
-    }
-    try:
-        yield
-    finally:
-        for signum, old_handler in previous.items():
-            signal.signal(signum, old_handler)
 
 
 class ConsortiumModel(llm.Model):
@@ -154,23 +124,13 @@ class ConsortiumModel(llm.Model):
             attachments=prompt.attachments,
             stream_final=stream,
         )
-        report = Reporter()
         try:
-            with sigterm_as_interrupt():
-                for event in run:
-                    report(event)
-                    if isinstance(event, SynthesisDelta):
-                        yield event.text
+            yield from answer_pieces(run, Reporter())
         except RunFailed:
             raise
         except ConsortiumError as ex:
             raise llm.ModelError(str(ex)) from None
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: llm then prints "Aborted!"
-            report.clear()
-            click.echo(f"Interrupted; run {run.run_id} recorded as {run.status}.", err=True)
-            raise
         finally:
-            report.clear()
             response.set_usage(input=run.input_tokens, output=run.output_tokens)
             response.response_json = {
                 "run_id": run.run_id,

@@ -10,18 +10,25 @@
 * Without ``rich`` installed there is no live display; failures are still
   reported.
 
-stdout is never touched: the answer is the caller's business.
-``rich`` is imported only once a live display is really started.
+stdout is never touched: the answer is the caller's business
+(``answer_pieces`` hands it over). ``rich`` is imported only once a live
+display is really started.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
-from typing import Any, ClassVar, TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 import click
+
+if TYPE_CHECKING:
+    from .orchestrator import Run
 
 from .events import (
     ArbiterStarted,
@@ -186,3 +193,52 @@ class Reporter:
         if self.live and not self._finished:
             self._line(f"{self._where()}: {confidence}, {reason}", style="cyan")
         self._status(f"{self._where()} · {confidence} · {reason}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (and SIGHUP: the terminal went away) like Ctrl-C while a
+    run is going, so it is recorded as interrupted (only possible from the
+    main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {
+        signum: signal.signal(signum, handler)
+        for signum in signals
+        if signal.getsignal(signum) is not signal.SIG_IGN  # e.g. under nohup
+    }
+    try:
+        yield
+    finally:
+        for signum, old_handler in previous.items():
+            signal.signal(signum, old_handler)
+
+
+def answer_pieces(run: Run, report: Reporter) -> Iterator[str]:
+    """Drive a run for a terminal user (``llm -m`` and ``llm consortium
+    run`` alike): events go to ``report`` on stderr, SIGTERM/SIGHUP count as
+    Ctrl-C, and the final answer is yielded piece by piece. On an interrupt
+    it says how the run was recorded, then re-raises."""
+    answered = False
+    try:
+        with sigterm_as_interrupt():
+            for event in run:
+                report(event)
+                if isinstance(event, SynthesisDelta):
+                    answered = True
+                    yield event.text
+    except KeyboardInterrupt:
+        report.clear()
+        click.echo(
+            ("\n" if answered else "") + f"Interrupted; run {run.run_id} recorded as {run.status}.",
+            err=True,
+        )
+        raise
+    finally:
+        report.clear()

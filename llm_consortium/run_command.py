@@ -201,29 +201,19 @@ def run_and_print(
     config: Any, name: str | None, prompt: str, attachments: list[Any], *, stream: bool, quiet: bool
 ) -> None:
     """Drive one run: the answer to stdout, progress and failures to stderr."""
-    from .events import SynthesisDelta
-    from .model import sigterm_as_interrupt
     from .orchestrator import ConsortiumOrchestrator
-    from .progress import Reporter
+    from .progress import Reporter, answer_pieces
 
     run = ConsortiumOrchestrator(config, config_name=name).run(
         prompt, attachments=attachments, stream_final=stream
     )
-    report = Reporter(live=False if quiet else None)
     printed = False
     try:
-        with sigterm_as_interrupt():
-            for event in run:
-                report(event)
-                if isinstance(event, SynthesisDelta):
-                    click.echo(event.text, nl=False)
-                    sys.stdout.flush()
-                    printed = True
+        for piece in answer_pieces(run, Reporter(live=False if quiet else None)):
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+            printed = True
     except KeyboardInterrupt:
-        report.clear()
-        click.echo(f"\nInterrupted; run {run.run_id} recorded as interrupted.", err=True)
         sys.exit(130)
-    finally:
-        report.clear()
     if printed:
         click.echo()

@@ -40,7 +40,7 @@ def timed_run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     first: list[float] = []
 
     def read() -> None:
-        while data := os.read(proc.stdout.fileno(), 4096):
+        while os.read(proc.stdout.fileno(), 4096):
             if not first:
                 first.append(time.monotonic() - started)
 

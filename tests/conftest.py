@@ -20,7 +20,6 @@ import pytest
 
 sys._called_from_test = True  # type: ignore[attr-defined]
 
-import llm  # noqa: E402
 from llm.plugins import pm  # noqa: E402
 
 import llm_consortium  # noqa: E402

@@ -4,45 +4,22 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
 from importlib import metadata
-from pathlib import Path
 
 import llm
 import pytest
-from llm.plugins import pm
 
-FAKE_DIR = Path(__file__).parent / "fake_models"
-try:
-    import llm_consortium_fake_models as fm
-except ImportError:  # not pip-installed: import from the source tree
-    sys.path.insert(0, str(FAKE_DIR))
-    import llm_consortium_fake_models as fm
-
-LLM_BIN = Path(sys.executable).parent / "llm"
+from conftest import LLM_BIN
+from conftest import fake_models as fm
+from conftest import registered_fakes as fakes
 
 
-@pytest.fixture(autouse=True)
-def isolated_user_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path))
-    monkeypatch.delenv(fm.SPEC_ENV, raising=False)
-    monkeypatch.delenv(fm.LOG_ENV, raising=False)
-    fm.STOP.clear()
-    yield tmp_path
-    fm.STOP.clear()
-
-
-@contextmanager
-def fakes(specs):
-    plugin = fm.FakeModels(specs)
-    pm.register(plugin, name="undo-fakes")
-    try:
-        yield plugin
-    finally:
-        pm.unregister(name="undo-fakes")
+@pytest.fixture
+def isolated_user_dir(user_dir):
+    """conftest's per-test LLM_USER_PATH (spec and log variables cleared)."""
+    return user_dir
 
 
 def ask(model_id, prompt="hi", **kwargs):

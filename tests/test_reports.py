@@ -1,7 +1,6 @@
 """`runs` and `run-info`: what each model said, what it cost, how long it took."""
 
 import json
-import sqlite3
 
 from llm_consortium.store import shared_store
 from conftest import db_rows as rows

@@ -7,7 +7,6 @@ and through `create_consortium`; the database rows are checked."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import llm

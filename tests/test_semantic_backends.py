@@ -7,7 +7,6 @@ HTTP (to 127.0.0.1)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
