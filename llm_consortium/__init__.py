@@ -48,9 +48,11 @@ def _warn_once(where: str, message: str) -> None:
     per member of a run): say each problem with a database once per process."""
     import click
 
+    from .terminal import printable
+
     if (where, message) not in _warned:
         _warned.add((where, message))
-        click.echo(message, err=True)
+        click.echo(printable(message), err=True)
 
 
 @llm.hookimpl

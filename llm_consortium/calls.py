@@ -28,6 +28,7 @@ from typing import Any
 import llm
 
 from .errors import ConsortiumError
+from .terminal import printable
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
@@ -174,7 +175,7 @@ def describe(exc: BaseException) -> str:
     elif not isinstance(exc, (CallTimeout, EmptyResponse, llm.ModelError, ConsortiumError)):
         name = type(exc).__name__
         text = f"{name}: {text}" if text and name not in text else (text or name)
-    text = redact(text or type(exc).__name__)
+    text = printable(redact(text or type(exc).__name__))
     if len(text) > 500:
         text = text[:497] + "..."
     return text

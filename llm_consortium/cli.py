@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .defaults import CLUSTERING_ALGORITHMS, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EMBEDDING_BACKENDS
 from .errors import ConfigError, ConsortiumError
+from .terminal import json_dumps, safe_echo
 
 if TYPE_CHECKING:
     from .config import ConsortiumConfig
@@ -303,7 +304,7 @@ def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None
         try:
             llm.get_model(model_id)
         except llm.UnknownModelError:
-            click.echo(
+            safe_echo(
                 f"Warning: model '{model_id}' is not installed; runs will fail until it is "
                 "(see 'llm models')",
                 err=True,
@@ -327,7 +328,7 @@ def save_config(name: str, config: ConsortiumConfig) -> None:
 
 def print_config(name: str, config: ConsortiumConfig) -> None:
     """The original plugin's configuration listing."""
-    echo = click.echo
+    echo = safe_echo
     echo(f"Name: {name}")
     if config.created_at:
         echo(f"  Created: {config.created_at}")
@@ -389,8 +390,8 @@ def add_commands(consortium: click.Group) -> None:
         """
         config = config_from_options(**options)
         save_config(name, config)
-        click.echo(f"Consortium configuration '{name}' saved.")
-        click.echo(f'You can now use it like: llm -m {name} "Your prompt here"')
+        safe_echo(f"Consortium configuration '{name}' saved.")
+        safe_echo(f'You can now use it like: llm -m {name} "Your prompt here"')
 
     @consortium.command(name="list")
     @click.option("--json", "json_output", is_flag=True, help="Output as JSON")
@@ -408,15 +409,15 @@ def add_commands(consortium: click.Group) -> None:
 
         configs = load_configs(shared_store())
         if json_output:
-            click.echo(json.dumps([config_json(n, c) for n, c in configs.items()], indent=2))
+            safe_echo(json_dumps([config_json(n, c) for n, c in configs.items()], indent=2))
             return
         if not configs:
-            click.echo("No saved consortiums found.")
+            safe_echo("No saved consortiums found.")
             return
-        click.echo("Available saved consortiums:\n")
+        safe_echo("Available saved consortiums:\n")
         for name, config in configs.items():
             print_config(name, config)
-            click.echo()
+            safe_echo()
 
     @consortium.command(name="info")
     @click.argument("name")
@@ -438,7 +439,7 @@ def add_commands(consortium: click.Group) -> None:
         except ConfigError as ex:  # a stored row, not the user's input
             raise ConsortiumError(f"Saved consortium '{name}' cannot be read: {ex}") from None
         if json_output:
-            click.echo(json.dumps(config_json(name, config), indent=2))
+            safe_echo(json_dumps(config_json(name, config), indent=2))
         else:
             print_config(name, config)
 
@@ -455,7 +456,7 @@ def add_commands(consortium: click.Group) -> None:
         from .store import shared_store
 
         shared_store().remove_config(name)
-        click.echo(f"Consortium configuration '{name}' removed.")
+        safe_echo(f"Consortium configuration '{name}' removed.")
 
     @consortium.command(name="strategies")
     @click.option("--json", "json_output", is_flag=True, help="Output as JSON")
@@ -473,25 +474,25 @@ def add_commands(consortium: click.Group) -> None:
 
         described = [cls.describe() for cls in available_strategies().values()]
         if json_output:
-            click.echo(json.dumps(described, indent=2))
+            safe_echo(json_dumps(described, indent=2))
             return
         if not described:
-            click.echo("No consortium strategies are registered.")
+            safe_echo("No consortium strategies are registered.")
             return
-        click.echo("Available consortium strategies:\n")
+        safe_echo("Available consortium strategies:\n")
         for info in described:
-            click.echo(f"Name: {info['name']}")
-            click.echo(f"  Class: {info['class_name']}")
-            click.echo(f"  Description: {info['description']}")
+            safe_echo(f"Name: {info['name']}")
+            safe_echo(f"  Class: {info['class_name']}")
+            safe_echo(f"  Description: {info['description']}")
             if info["forced_judging_method"]:
-                click.echo(f"  Judging: always {info['forced_judging_method']}")
+                safe_echo(f"  Judging: always {info['forced_judging_method']}")
             if info["params"]:
-                click.echo("  Parameters:")
+                safe_echo("  Parameters:")
                 for param in info["params"]:
                     default = param["default"]
                     shown = json.dumps(default) if not isinstance(default, str) else default
-                    click.echo(f"    {param['name']} ({param['type']}, default {shown}): {param['help']}")
-            click.echo()
+                    safe_echo(f"    {param['name']} ({param['type']}, default {shown}): {param['help']}")
+            safe_echo()
 
     from .reports import register as register_reports
 

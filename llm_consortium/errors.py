@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import llm
 
+from .terminal import printable
+
 
 class ConsortiumError(Exception):
-    """Base class for every error this plugin raises on purpose."""
+    """Base class for every error this plugin raises on purpose.
+
+    Messages often quote a provider's error or a stored value, and they end
+    up printed (by the CLI, by ``llm``, in a traceback): control characters in
+    them are made visible here, once, whoever prints them."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(printable(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(ConsortiumError, ValueError):

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from .reports import json_column
 from .store import Store
+from .terminal import json_dumps
 
 
 def model_names(name: str) -> list[str]:
@@ -105,6 +106,6 @@ def export_training(store: Store, stream: TextIO, **filters: Any) -> int:
     """Write one JSON line per matching run to ``stream``; returns the count."""
     count = 0
     for record in training_records(store, **filters):
-        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        stream.write(json_dumps(record, ensure_ascii=False) + "\n")
         count += 1
     return count

@@ -40,6 +40,7 @@ from .events import (
     RunStarted,
     SynthesisDelta,
 )
+from .terminal import printable
 
 QUIET_ENV = "LLM_CONSORTIUM_QUIET"
 _OFF_VALUES = ("", "0", "false", "no")
@@ -114,6 +115,7 @@ class Reporter:
     def _status(self, text: str) -> None:
         if not self.live or self._finished:
             return
+        text = printable(text)
         if self._display is None:
             if not (self._claim_display() and self._start()):
                 self.live = False
@@ -123,6 +125,7 @@ class Reporter:
 
     def _line(self, text: str, style: str | None = None) -> None:
         """A line that stays: above the live display when there is one."""
+        text = printable(text)
         if self._display is not None:
             from rich.text import Text
 

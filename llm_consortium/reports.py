@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from .cli import friendly_errors
+from .terminal import json_dumps, safe_echo
 
 SINCE_HELP = "Only runs since this date (YYYY-MM-DD or ISO timestamp, UTC)"
 
@@ -162,7 +163,7 @@ def _eliminated_ids(members: list[dict[str, Any]], decision: dict[str, Any] | No
 
 def print_run_details(details: dict[str, Any]) -> None:
     """The whole transcript of a run, readable on a terminal."""
-    echo = click.echo
+    echo = safe_echo
     run = details["run"]
     echo("=== Consortium Run Info ===")
     echo(f"ID: {run['id']}")
@@ -212,7 +213,7 @@ def print_run_details(details: dict[str, Any]) -> None:
 
 
 def _print_member(member: dict[str, Any], judged: bool, outliers: set[str]) -> None:
-    echo = click.echo
+    echo = safe_echo
     label = f"{member['model']}[{member['instance']}]"
     role = f" role={member['role']}" if member.get("role") not in (None, "member") else ""
     head = f"  Member #{member['member_id']} {label}{role}"
@@ -243,7 +244,7 @@ def _print_decision(
     eliminated: set[str],
     details: dict[str, Any],
 ) -> None:
-    echo = click.echo
+    echo = safe_echo
 
     def label(member_id: Any) -> str:
         return labels.get((number, str(member_id)), f"#{member_id}")
@@ -333,24 +334,24 @@ def register(consortium: click.Group) -> None:
 
         rows = shared_store().runs(limit=limit, since=since)
         if json_output:
-            click.echo(json.dumps([_run_json(row) for row in rows], indent=2))
+            safe_echo(json_dumps([_run_json(row) for row in rows], indent=2))
             return
         if not rows:
-            click.echo("No recent consortium executions found.")
+            safe_echo("No recent consortium executions found.")
             return
-        click.echo(f"Recent Consortium Runs (up to {limit}):\n")
+        safe_echo(f"Recent Consortium Runs (up to {limit}):\n")
         for row in rows:
-            click.echo(f"ID: {row['id']}")
-            click.echo(f"  Created: {row['created_at']}")
-            click.echo(f"  Consortium: {row.get('config_name') or '(one-off)'} | Status: {row.get('status')}")
-            click.echo(f"  Strategy: {row.get('strategy')} | Judging Method: {row.get('judging_method')}")
-            click.echo(
+            safe_echo(f"ID: {row['id']}")
+            safe_echo(f"  Created: {row['created_at']}")
+            safe_echo(f"  Consortium: {row.get('config_name') or '(one-off)'} | Status: {row.get('status')}")
+            safe_echo(f"  Strategy: {row.get('strategy')} | Judging Method: {row.get('judging_method')}")
+            safe_echo(
                 f"  Iterations: {row.get('iteration_count')}/{row.get('max_iterations')} | "
                 f"Final Confidence: {row.get('final_confidence')}"
             )
-            click.echo(f"  Tokens: {_tokens(row)} | Wall time: {_seconds(row.get('duration_ms'))}")
-            click.echo(f"  Prompt: {_short(row.get('user_prompt'), 80)}")
-            click.echo()
+            safe_echo(f"  Tokens: {_tokens(row)} | Wall time: {_seconds(row.get('duration_ms'))}")
+            safe_echo(f"  Prompt: {_short(row.get('user_prompt'), 80)}")
+            safe_echo()
 
     @consortium.command(name="run-info")
     @click.argument("run_id", required=False)
@@ -378,7 +379,7 @@ def register(consortium: click.Group) -> None:
             summaries = iteration_summaries(details)
             details["run"] = _run_json(details["run"])
             details["iterations"] = summaries
-            click.echo(json.dumps(details, indent=2))
+            safe_echo(json_dumps(details, indent=2))
         else:
             print_run_details(details)
 
@@ -430,7 +431,7 @@ def register(consortium: click.Group) -> None:
         except OSError as ex:
             raise click.ClickException(f"Cannot write {output}: {ex.strerror or ex}") from None
         where = "stdout" if output == "-" else output
-        click.echo(f"Exported {count} record{'s' if count != 1 else ''} to {where}", err=True)
+        safe_echo(f"Exported {count} record{'s' if count != 1 else ''} to {where}", err=True)
 
     @consortium.command(name="leaderboard")
     @since_option
@@ -454,11 +455,11 @@ def register(consortium: click.Group) -> None:
 
         rows = leaderboard(shared_store(), since=since, consortium=consortium_name)
         if json_output:
-            click.echo(json.dumps(rows, indent=2))
+            safe_echo(json_dumps(rows, indent=2))
         elif not rows:
-            click.echo("No member responses found.")
+            safe_echo("No member responses found.")
         else:
-            click.echo(format_table(rows))
+            safe_echo(format_table(rows))
 
     @consortium.command(name="visualize")
     @click.argument("run_id", required=False)
@@ -491,7 +492,7 @@ def register(consortium: click.Group) -> None:
         from .visualize import write_run_page
 
         path = write_run_page(shared_store(), run_id, output, cdn=cdn)
-        click.echo(str(path))
+        safe_echo(str(path))
         if open_browser:
             import webbrowser
 

@@ -11,6 +11,7 @@ import click
 from .config import ConsortiumConfig
 from .errors import ConfigError, ConsortiumError
 from .store import Store
+from .terminal import printable
 
 
 def parse_config_row(row: dict[str, Any]) -> ConsortiumConfig:
@@ -38,7 +39,7 @@ def configs_from_rows(
             if callable(warn):
                 warn(message)
             elif warn:
-                click.echo(message, err=True)
+                click.echo(printable(message), err=True)
     return configs
 
 

@@ -1,0 +1,61 @@
+"""Text from models and providers, made harmless to print on a terminal.
+
+Member answers, arbiter replies and provider error messages are untrusted: a
+reply containing ``ESC ] 52 ; …`` writes the clipboard, ``ESC ] 0 ; …`` sets
+the window title, ``ESC [ 2 J`` clears the screen, and the 8-bit C1 forms
+(``U+009B`` CSI, ``U+009D`` OSC) do the same on some terminals. Everything
+this plugin prints that came from a model, a provider or the database goes
+through ``printable`` (text) or ``json_dumps`` (JSON), on a terminal and in a
+pipe alike. The final answer on stdout is the exception: ``llm`` itself
+prints model output raw, and so does ``llm consortium run``.
+
+Control characters become visible stand-ins instead of disappearing, so a
+reader can still see that they were there: C0 characters and DEL become their
+Unicode "control pictures" (``ESC`` → ``␛``, ``BEL`` → ``␇``), C1 characters
+become ``<U+009B>``. Newlines and tabs are kept; ``\\r\\n`` becomes ``\\n``
+and a lone ``\\r`` (which would let text overwrite the line) becomes ``␍``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# C0 controls except TAB and LF, DEL, and the C1 block.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What json.dumps leaves raw: DEL and the C1 block (C0 it escapes itself).
+_JSON_RAW_CONTROL = re.compile(r"[\x7f-\x9f]")
+
+
+def _stand_in(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if code < 0x20:
+        return chr(0x2400 + code)
+    if code == 0x7F:
+        return "\u2421"
+    return f"<U+{code:04X}>"
+
+
+def printable(text: Any) -> str:
+    """``text`` (any value, ``str()``-ed) with control characters made visible."""
+    value = text if isinstance(text, str) else str(text)
+    if "\r" in value:
+        value = value.replace("\r\n", "\n")
+    return _CONTROL.sub(_stand_in, value)
+
+
+def json_dumps(value: Any, **options: Any) -> str:
+    """``json.dumps`` whose output holds no raw control character, even with
+    ``ensure_ascii=False`` (DEL and C1 are written as ``\\u`` escapes: the
+    decoded data is unchanged)."""
+    text = json.dumps(value, **options)
+    return _JSON_RAW_CONTROL.sub(lambda match: f"\\u{ord(match.group(0)):04x}", text)
+
+
+def safe_echo(message: Any = "", **options: Any) -> None:
+    """``click.echo`` of ``printable(message)``: for every line we print
+    that holds text from a model, a provider or the database."""
+    import click
+
+    click.echo(printable(message), **options)
