@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .prompts import load
 from .results import Decision, MemberResult
@@ -38,9 +40,13 @@ RESERVED_TAGS = (
 _RESERVED_OPEN = re.compile(
     r"<(?=\s*/?\s*(?:" + "|".join(RESERVED_TAGS) + r")\b)", re.IGNORECASE
 )
-_NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?")
+_NUMBER = re.compile(r"[-+]?[0-9]+(?:[.,][0-9]+)?")
+_RATIO = re.compile(
+    r"^\s*([0-9]+(?:[.,][0-9]+)?)\s*(?:/|out\s+of)\s*([0-9]+(?:[.,][0-9]+)?)\s*$", re.IGNORECASE
+)
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
+T = TypeVar("T")
 
 
 def neutralise(text: str) -> str:
@@ -63,15 +69,25 @@ def _last_block(text: str, tag: str) -> str | None:
 
 
 def parse_confidence(text: str | None) -> float | None:
-    """``0.8``, ``80``, ``80%``, `` 0.8 `` → 0.8; anything else → None."""
+    """``0.8``, ``80``, ``80%``, `` 0.8 ``, ``8/10``, ``0.8 (high)`` → 0.8.
+
+    None when there is no number, or several that are not a ratio: "a number
+    between 0 and 1" (an arbiter echoing the prompt's template) is not 0."""
     if text is None:
         return None
-    match = _NUMBER.search(text)
-    if not match:
-        return None
-    value = float(match.group(0).replace(",", "."))
-    if "%" in text or value > 1:
-        value /= 100
+    ratio = _RATIO.match(text)
+    if ratio:
+        numerator, denominator = (float(part.replace(",", ".")) for part in ratio.groups())
+        if denominator <= 0:
+            return None
+        value = numerator / denominator
+    else:
+        numbers = _NUMBER.findall(text)
+        if len(numbers) != 1:
+            return None
+        value = float(numbers[0].replace(",", "."))
+        if "%" in text or value > 1:
+            value /= 100
     return min(max(value, 0.0), 1.0)
 
 
@@ -87,14 +103,6 @@ def parse_bool(text: str | None) -> bool | None:
 def _last_confidence(text: str) -> float | None:
     for block in reversed(_blocks(text, "confidence")):
         value = parse_confidence(block)
-        if value is not None:
-            return value
-    return None
-
-
-def _last_bool(text: str, tag: str) -> bool | None:
-    for block in reversed(_blocks(text, tag)):
-        value = parse_bool(block)
         if value is not None:
             return value
     return None
@@ -178,15 +186,118 @@ def build_refinement_prompt(original_prompt: str, iteration: int, previous: Deci
 
 
 # -- parsing -----------------------------------------------------------------
+# One rule, for a streamed reply and a complete one alike:
+#
+# * Only *top-level* blocks count: a tag inside another answer block (a draft
+#   ``<synthesis>`` quoted in ``<analysis>``) is that block's text. A block
+#   runs to the first matching closing tag; an opening tag that is never
+#   closed is ignored, except ``<synthesis>``, which then runs to the end.
+# * The synthesis is the first top-level ``<synthesis>`` that follows a usable
+#   top-level ``<confidence>`` (the order the arbiter is asked for); the
+#   decision's confidence and ``needs_iteration`` are the last usable ones
+#   before it. Without such a synthesis: the last top-level ``<synthesis>``,
+#   and the last usable confidence and ``needs_iteration`` anywhere.
+# * Every other field is its last top-level block.
+#
+# A streamed synthesis is therefore known the moment it opens, and it is the
+# same text a complete reply gives (``--no-stream``).
+_ANSWER_TAGS = (
+    "synthesis", "confidence", "needs_iteration", "analysis", "dissent", "refinement_areas", "ranking",
+)
+_ANSWER_TAG = re.compile(r"<\s*(/)?\s*(" + "|".join(_ANSWER_TAGS) + r")\b[^>]*>", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=None)
+def _closing_pattern(tag: str) -> re.Pattern[str]:
+    return re.compile(rf"<\s*/\s*{tag}\s*>", re.IGNORECASE)
+
+
+@dataclass
+class Block:
+    """A top-level block of an arbiter reply; ``start`` is where its body
+    begins in the reply."""
+
+    tag: str
+    body: str
+    start: int
+
+
+@dataclass
+class ReplyScanner:
+    """Finds the top-level blocks of an arbiter reply, also while it is
+    still arriving: ``scan(text)`` with the text so far (each call with a
+    longer text), ``scan(text, complete=True)`` once it is whole."""
+
+    blocks: list[Block] = field(default_factory=list)
+    position: int = 0
+    #: body start of a top-level ``<synthesis>`` that is open at the end of
+    #: the text seen so far
+    open_synthesis: int | None = None
+
+    def scan(self, text: str, complete: bool = False) -> ReplyScanner:
+        self.open_synthesis = None
+        while (tag_match := _ANSWER_TAG.search(text, self.position)) is not None:
+            if tag_match.group(1):  # a stray closing tag at top level
+                self.position = tag_match.end()
+                continue
+            tag = tag_match.group(2).lower()
+            closing = _closing_pattern(tag).search(text, tag_match.end())
+            if closing is not None:
+                self.blocks.append(Block(tag, text[tag_match.end() : closing.start()], tag_match.end()))
+                self.position = closing.end()
+            elif not complete:
+                self.position = tag_match.start()  # wait for the rest of the block
+                if tag == "synthesis":
+                    self.open_synthesis = tag_match.end()
+                return self
+            elif tag == "synthesis":
+                self.blocks.append(Block(tag, text[tag_match.end() :], tag_match.end()))
+                self.position = len(text)
+            else:
+                self.position = tag_match.end()  # never closed: not a block
+        return self
+
+    def last(self, tag: str) -> str | None:
+        bodies = [block.body.strip() for block in self.blocks if block.tag == tag]
+        return bodies[-1] if bodies else None
+
+    def signals(self, before: int | None = None) -> tuple[float | None, bool | None]:
+        """The last usable confidence and ``needs_iteration`` (before the body
+        start ``before``, if given)."""
+        confidence: float | None = None
+        needs_iteration: bool | None = None
+        for block in self.blocks:
+            if before is not None and block.start >= before:
+                break
+            if block.tag == "confidence":
+                confidence = _or(parse_confidence(block.body), confidence)
+            elif block.tag == "needs_iteration":
+                needs_iteration = _or(parse_bool(block.body), needs_iteration)
+        return confidence, needs_iteration
+
+    def chosen_synthesis(self) -> Block | None:
+        """The first synthesis after a usable confidence (see the rule above)."""
+        confidence_seen = False
+        for block in self.blocks:
+            if block.tag == "confidence" and parse_confidence(block.body) is not None:
+                confidence_seen = True
+            elif block.tag == "synthesis" and confidence_seen:
+                return block
+        return None
+
+
+def _or(value: T | None, default: T | None) -> T | None:
+    return default if value is None else value
+
+
 _RANK = re.compile(
     r"<\s*rank\b([^>]*)>(.*?)<\s*/\s*rank\s*>", re.IGNORECASE | re.DOTALL
 )
 _POSITION = re.compile(r"position\s*=\s*['\"]?\s*(\d+)", re.IGNORECASE)
 
 
-def parse_ranking(text: str, known_ids: Sequence[str]) -> list[str]:
-    """Member ids from the last ``<ranking>``, best first; unknown ids dropped."""
-    block = _last_block(text, "ranking")
+def parse_ranking(block: str | None, known_ids: Sequence[str]) -> list[str]:
+    """Member ids from a ``<ranking>`` block's body, best first; unknown ids dropped."""
     if block is None:
         return []
     known = set(known_ids)
@@ -208,8 +319,7 @@ def parse_ranking(text: str, known_ids: Sequence[str]) -> list[str]:
     return ranking
 
 
-def _areas(text: str) -> list[str]:
-    block = _last_block(text, "refinement_areas")
+def _areas(block: str | None) -> list[str]:
     if not block:
         return []
     areas = [area.strip() for area in _blocks(block, "area") if area.strip()]
@@ -222,62 +332,74 @@ def parse_decision(
     text: str, results: Sequence[MemberResult], judging_method: str
 ) -> Decision:
     """Parse an arbiter reply; tolerant of case, whitespace, quoting and
-    missing tags. Rank judging returns the top-ranked member's answer."""
+    missing tags. Rank judging returns the top-ranked member's answer.
+
+    A reply that does not follow the format — no ``<synthesis>`` or no usable
+    ``<confidence>`` (rank judging: no usable ``<ranking>``) — still gives a
+    decision, with ``format_problem`` saying what is missing."""
+    scanner = ReplyScanner().scan(text or "", complete=True)
     by_id = {result.member.id: result for result in results}
-    ranking = parse_ranking(text, list(by_id))
-    confidence = _last_confidence(text)
-    needs_iteration = _last_bool(text, "needs_iteration")
+    ranking = parse_ranking(scanner.last("ranking"), list(by_id))
     top = by_id[ranking[0]] if ranking else None
+    problems: list[str] = []
     if judging_method == "rank":
+        confidence, needs_iteration = scanner.signals()
         if top is None:
-            raise ValueError("the arbiter's reply has no usable <ranking> of the response ids")
-        synthesis = top.answer or top.text or ""
-        analysis = _last_block(text, "analysis") or (
-            f"Top: #{top.member.id}. Ranking: {', '.join(ranking)}"
+            problems.append("no <ranking> of the response ids")
+        synthesis = (top.answer or top.text or "") if top else ""
+        analysis = scanner.last("analysis") or (
+            f"Top: #{top.member.id}. Ranking: {', '.join(ranking)}" if top else ""
         )
         confidence = 1.0 if confidence is None else confidence
     else:
-        synthesis = _last_block(text, "synthesis")
-        if synthesis is None:
-            synthesis = _strip_known_blocks(text)
-        analysis = _last_block(text, "analysis") or ""
+        chosen = scanner.chosen_synthesis()
+        if chosen is not None:
+            confidence, needs_iteration = scanner.signals(before=chosen.start)
+            synthesis = chosen.body.strip()
+        else:
+            confidence, needs_iteration = scanner.signals()
+            synthesis = scanner.last("synthesis") or ""
+            if scanner.last("synthesis") is None:
+                problems.append("no <synthesis>")
+            if confidence is None:
+                problems.append("no usable <confidence>")
+        analysis = scanner.last("analysis") or ""
         confidence = 0.0 if confidence is None else confidence
     return Decision(
         synthesis=synthesis,
         confidence=confidence,
         analysis=analysis,
-        dissent=_last_block(text, "dissent") or "",
+        dissent=scanner.last("dissent") or "",
         needs_iteration=bool(needs_iteration),
-        refinement_areas=_areas(text),
+        refinement_areas=_areas(scanner.last("refinement_areas")),
         ranking=ranking,
         chosen_response_id=top.response_id if top else None,
         chosen_member_id=top.member.id if top else None,
         raw_arbiter_response=text,
+        format_problem=", ".join(problems) or None,
     )
 
 
-def _strip_known_blocks(text: str) -> str:
-    stripped = text
-    for tag in ("confidence", "needs_iteration", "analysis", "dissent", "refinement_areas", "ranking"):
-        stripped = re.sub(
-            rf"<\s*{tag}\b[^>]*>.*?<\s*/\s*{tag}\s*>", "", stripped, flags=re.IGNORECASE | re.DOTALL
-        )
-    return stripped.strip() or text.strip()
+def format_outcome(problem: str, fallback: str | None) -> str:
+    """What happened when the arbiter ignored the reply format, in words."""
+    if fallback is None:
+        done = "asked again with a format reminder, it followed the format"
+    else:
+        done = f"it ignored a format reminder too, so the answer is {fallback}'s, not a synthesis"
+    return f"ignored the reply format ({problem}); {done}"
 
 
 class SynthesisStream:
-    """Finds the final synthesis in a streamed arbiter reply as it arrives.
+    """Finds the final synthesis in a streamed arbiter reply as it arrives,
+    by the same rule as ``parse_decision`` (``ReplyScanner``).
 
-    The arbiter is asked for ``<confidence>`` and ``<needs_iteration>`` before
-    ``<synthesis>``. When ``<synthesis>`` opens, ``is_final(confidence,
-    needs_iteration)`` decides whether this reply ends the run; only then is
-    the synthesis passed on, piece by piece, until ``</synthesis>``. Leading and
-    trailing white space is not passed on, so the streamed text equals the
-    stored synthesis.
+    When the synthesis opens, ``is_final(confidence, needs_iteration)``
+    decides whether this reply ends the run; only then is the synthesis
+    passed on, piece by piece, until its closing tag. Leading and trailing
+    white space is not passed on, so the streamed text equals the stored
+    synthesis.
     """
 
-    _OPEN = re.compile(r"<\s*synthesis\b[^>]*>", re.IGNORECASE)
-    _CLOSE = re.compile(r"<\s*/\s*synthesis\s*>", re.IGNORECASE)
     _CLOSE_TAG = "</synthesis>"
 
     def __init__(self, is_final: Callable[[float | None, bool | None], bool]) -> None:
@@ -286,20 +408,29 @@ class SynthesisStream:
         self.state = "before"  # before -> streaming -> done, or off
         self.start = 0
         self.emitted = ""
+        self._scanner = ReplyScanner()
+
+    def _find_start(self) -> None:
+        scanner = self._scanner.scan(self.buffer)
+        chosen = scanner.chosen_synthesis()
+        if chosen is not None:
+            start = chosen.start
+        elif scanner.open_synthesis is not None and scanner.signals()[0] is not None:
+            start = scanner.open_synthesis
+        else:
+            return
+        confidence, needs_iteration = scanner.signals(before=start)
+        self.state = "streaming" if self.is_final(confidence, needs_iteration) else "off"
+        self.start = start
 
     def feed(self, chunk: str) -> str:
         self.buffer += chunk
         if self.state == "before":
-            opening = self._OPEN.search(self.buffer)
-            if opening:
-                head = self.buffer[: opening.start()]
-                final = self.is_final(_last_confidence(head), _last_bool(head, "needs_iteration"))
-                self.state = "streaming" if final else "off"
-                self.start = opening.end()
+            self._find_start()
         if self.state != "streaming":
             return ""
         body = self.buffer[self.start :].lstrip()
-        closing = self._CLOSE.search(body)
+        closing = _closing_pattern("synthesis").search(body)
         if closing:
             ready = body[: closing.start()].rstrip()
             self.state = "done"

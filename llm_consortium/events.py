@@ -37,6 +37,18 @@ class ArbiterStarted:
 
 
 @dataclass
+class ArbiterIgnoredFormat:
+    """The arbiter's reply did not follow the format (``problem``); it was
+    asked again with a reminder. ``fallback`` says which member's answer was
+    used when the second reply did not follow it either (None: it did)."""
+
+    iteration: int
+    model: str
+    problem: str
+    fallback: str | None
+
+
+@dataclass
 class SynthesisDelta:
     """A piece of the final answer, in order. Only the final synthesis is
     ever reported this way."""
@@ -63,6 +75,7 @@ Event = (
     | IterationStarted
     | MemberFinished
     | ArbiterStarted
+    | ArbiterIgnoredFormat
     | SynthesisDelta
     | IterationFinished
     | RunFinished

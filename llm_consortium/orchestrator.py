@@ -23,6 +23,7 @@ from .calls import CallGroup, CallOutcome, CallRequest, redact
 from .config import ConsortiumConfig
 from .errors import ConfigError, RunFailed
 from .events import (
+    ArbiterIgnoredFormat,
     ArbiterStarted,
     Event,
     IterationFinished,
@@ -334,7 +335,11 @@ class Run:
                 decisions.append(decision)
                 # A synthesis already streamed to the user cannot be taken
                 # back: its iteration is the final one.
-                final = streamed or self._is_final(iteration, decision.confidence, decision.needs_iteration)
+                final = (
+                    streamed
+                    or decision.fallback is not None  # an arbiter that cannot follow the format
+                    or self._is_final(iteration, decision.confidence, decision.needs_iteration)
+                )
                 context = IterationContext(
                     iteration=iteration,
                     selected_models=[
@@ -592,6 +597,33 @@ class Run:
             max_iterations=config.max_iterations,
         )
         yield ArbiterStarted(iteration, config.arbiter or "")
+        call, decision, streamed = yield from self._ask_arbiter(model, iteration, prompt, outcome)
+        if decision.format_problem is None:
+            self._record_decision(iteration, decision, call, prompt, outcome)
+            return decision, streamed
+        # The reply ignored the format: ask once more, with a reminder; if
+        # that fails too, use the best-ranked member answer (or the first
+        # one passed to the arbiter) and end the run there.
+        problem = decision.format_problem
+        reminder = prompt + load("format_reminder.txt").format(problem=problem)
+        first_reply = call.text
+        call, retried, streamed = yield from self._ask_arbiter(model, iteration, reminder, outcome)
+        if retried.format_problem is None:
+            retried.format_problem = problem
+            decision = retried
+        else:
+            decision = self._fallback_decision(retried, decision, outcome)
+        decision.format_problem = problem
+        self._record_decision(iteration, decision, call, reminder, outcome, first_reply=first_reply)
+        yield ArbiterIgnoredFormat(iteration, config.arbiter or "", problem, decision.fallback)
+        return decision, streamed
+
+    def _ask_arbiter(
+        self, model: Any, iteration: int, prompt: str, outcome: StrategyOutcome
+    ) -> Iterator[Event | tuple[CallOutcome, Decision, bool]]:
+        """One arbiter call (streaming the final synthesis when it can) and
+        its parsed decision; a failed call ends the run."""
+        config = self.config
         streaming = (
             self.stream_final and config.judging_method != "rank" and bool(getattr(model, "can_stream", False))
         )
@@ -621,16 +653,31 @@ class Run:
             if stream.streamed:
                 raise RunFailed(f"Arbiter {config.arbiter} failed part-way through its answer: {call.error}")
             raise RunFailed(f"Arbiter {config.arbiter} failed: {call.error}")
-        try:
-            decision = arbiter_text.parse_decision(call.text or "", outcome.responses, config.judging_method)
-        except ValueError as ex:
-            call.error = str(ex)
-            self._record_decision(iteration, None, call, prompt, outcome)
-            raise RunFailed(f"Arbiter {config.arbiter}: {ex}") from None
+        decision = arbiter_text.parse_decision(call.text or "", outcome.responses, config.judging_method)
         if stream.streamed:
             decision.synthesis = stream.emitted
-        self._record_decision(iteration, decision, call, prompt, outcome)
-        return decision, stream.streamed
+        return call, decision, stream.streamed
+
+    @staticmethod
+    def _fallback_decision(retried: Decision, first: Decision, outcome: StrategyOutcome) -> Decision:
+        """A member's answer in place of a synthesis: the best-ranked one
+        (by either reply's ranking), else the first passed to the arbiter."""
+        by_id = {result.member.id: result for result in outcome.responses}
+        ranking = retried.ranking or first.ranking
+        chosen = by_id[ranking[0]] if ranking else outcome.responses[0]
+        how = "best ranked" if ranking else "first response; no usable ranking"
+        return Decision(
+            synthesis=chosen.answer or chosen.text or "",
+            confidence=0.0,
+            analysis=retried.analysis or first.analysis,
+            dissent=retried.dissent or first.dissent,
+            refinement_areas=retried.refinement_areas or first.refinement_areas,
+            ranking=ranking,
+            chosen_response_id=chosen.response_id,
+            chosen_member_id=chosen.member.id,
+            raw_arbiter_response=retried.raw_arbiter_response,
+            fallback=f"member #{chosen.member.id} {chosen.member.label} ({how})",
+        )
 
     def _record_decision(
         self,
@@ -639,6 +686,7 @@ class Run:
         call: CallOutcome | None,
         prompt: str | None,
         outcome: StrategyOutcome,
+        first_reply: str | None = None,
     ) -> None:
         telemetry = outcome.telemetry
         if decision is not None:
@@ -656,6 +704,8 @@ class Run:
         notes = {key: value for key, value in telemetry.items() if key not in STORED_TELEMETRY}
         if notes:
             data["strategy_notes"] = notes
+        if first_reply is not None:
+            data["reply_ignoring_format"] = first_reply
         self.store.record_decision(
             {
                 "run_id": self.run_id,

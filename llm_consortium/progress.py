@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .orchestrator import Run
 
 from .events import (
+    ArbiterIgnoredFormat,
     ArbiterStarted,
     Event,
     IterationFinished,
@@ -166,6 +167,8 @@ class Reporter:
             self._member_finished(event)
         elif isinstance(event, ArbiterStarted):
             self._status(f"{self._where()} · arbiter {event.model} is judging")
+        elif isinstance(event, ArbiterIgnoredFormat):
+            self._line(format_warning(event), style="yellow")
         elif isinstance(event, IterationFinished):
             self._iteration_finished(event)
         elif isinstance(event, (SynthesisDelta, RunFinished)):
@@ -196,6 +199,16 @@ class Reporter:
         if self.live and not self._finished:
             self._line(f"{self._where()}: {confidence}, {reason}", style="cyan")
         self._status(f"{self._where()} · {confidence} · {reason}")
+
+
+def format_warning(event: ArbiterIgnoredFormat) -> str:
+    """One line: the arbiter ignored the reply format, and what was done."""
+    from .arbiter import format_outcome
+
+    return (
+        f"llm-consortium: arbiter {event.model} in iteration {event.iteration} "
+        + format_outcome(event.problem, event.fallback)
+    )
 
 
 @contextmanager

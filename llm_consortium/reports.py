@@ -259,6 +259,11 @@ def _print_decision(
     if decision.get("error"):
         echo(f"    FAILED: {decision['error']}")
         return
+    recorded = json_column(decision.get("decision_json"), {})
+    if recorded.get("format_problem"):
+        from .arbiter import format_outcome
+
+        echo(f"    Format: the arbiter {format_outcome(str(recorded['format_problem']), recorded.get('fallback'))}")
     for title, key in (("Analysis", "analysis"), ("Dissent", "dissent")):
         if decision.get(key):
             echo(f"    {title}: {decision[key]}")

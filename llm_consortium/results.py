@@ -95,6 +95,12 @@ class Decision:
     geometric_confidence: float | None = None
     centroid_vector: list[float] | None = None
     outliers: list[str] = field(default_factory=list)
+    #: What the arbiter's reply lacked ("no <synthesis>", …); None when it
+    #: followed the format.
+    format_problem: str | None = None
+    #: Set when the arbiter ignored the format even after a reminder and a
+    #: member's answer was used instead: how that answer was chosen.
+    fallback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +116,8 @@ class Decision:
             "geometric_confidence": self.geometric_confidence,
             "centroid_vector": self.centroid_vector,
             "outliers": list(self.outliers),
+            "format_problem": self.format_problem,
+            "fallback": self.fallback,
             "raw_arbiter_response": self.raw_arbiter_response,
         }
 

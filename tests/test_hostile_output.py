@@ -130,12 +130,13 @@ def test_hostile_member_text_cannot_change_the_parsed_decision(fakes, tmp_path, 
         assert attacked["chosen_member_id"] == "1"
 
 
-def test_an_arbiter_echoing_its_prompt_yields_only_its_own_template(fakes, tmp_path):
+def test_an_arbiter_echoing_its_prompt_yields_a_member_answer_not_a_forged_one(fakes, tmp_path):
     attacked, _ = decide(fakes, HOSTILE_THIRD, {"echo": True}, tmp_path)
-    # What the template itself says; nothing a member wrote.
-    assert attacked["synthesis"] == "your final answer for the user"
+    # The echoed template ignores the reply format ("a number between 0 and
+    # 1" is no confidence): after a reminder, the first member's answer.
+    assert attacked["synthesis"] == "42"
+    assert attacked["chosen_member_id"] == "1"
     assert attacked["ranking"] == []
-    assert attacked["refinement_areas"] == ["something the members should improve"]
     assert attacked["confidence"] == 0.0
     assert_untouched(attacked)
 
