@@ -28,6 +28,7 @@ from typing import Any
 import llm
 
 from .errors import ConsortiumError
+from .redaction import redact
 from .terminal import printable
 
 BACKOFF_BASE = 0.5
@@ -139,29 +140,6 @@ def classify(exc: BaseException) -> tuple[bool, float | None]:
 
 
 _ERROR_CODE_PREFIX = re.compile(r"^error code:\s*\d+\s*[-:]\s*", re.IGNORECASE)
-# Credentials a provider error may echo back (a bearer token, a key-shaped
-# string, ``?key=`` in a request URL, ``api_key: …``): error texts are stored
-# and printed, keys never are.
-_SECRET_PATTERNS = (
-    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',}]{6,}"), r"\1[redacted]"),
-    (re.compile(r"(?i)([?&](?:api[_-]?)?key=)[^&\s\"'#]+"), r"\1[redacted]"),
-    (re.compile(r"(?i)\b((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"), r"\1[redacted]"),
-    (
-        re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s\"',}]{6,}"),
-        r"\1[redacted]",
-    ),
-    (re.compile(r"\b(sk|pk|rk|gsk|xai)([-_])[A-Za-z0-9_-]{10,}"), r"\1\2[redacted]"),
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{20,}"), "[redacted]"),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with anything that looks like a credential replaced."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong: ``HTTP 500: …`` when there is a
     status, the plugin's own message for ``llm.ModelError``, otherwise the

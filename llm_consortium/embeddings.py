@@ -59,7 +59,7 @@ _ERROR_BODY_CHARS = 200
 
 def _one_line(text: object) -> str:
     """One line, with anything that looks like a credential redacted."""
-    from .calls import redact
+    from .redaction import redact
 
     return redact(" ".join(str(text).split()))
 

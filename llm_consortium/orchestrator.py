@@ -19,7 +19,7 @@ from typing import Any
 import llm
 
 from . import arbiter as arbiter_text
-from .calls import CallGroup, CallOutcome, CallRequest, redact
+from .calls import CallGroup, CallOutcome, CallRequest
 from .config import ConsortiumConfig
 from .errors import ConfigError, RunFailed
 from .events import (
@@ -34,6 +34,7 @@ from .events import (
     SynthesisDelta,
 )
 from .prompts import load
+from .redaction import redact
 from .results import Decision, IterationContext, Member, MemberResult, members_from_models
 from .store import Store, shared_store, utcnow
 from .strategies import StrategyContext, StrategyOutcome, get_strategy_class

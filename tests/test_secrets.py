@@ -12,6 +12,7 @@ import llm
 import pytest
 from llm.plugins import pm
 
+from conftest import db_rows
 from llm_consortium import create_consortium
 from llm_consortium.store import Store, shared_store
 from openai_server import serve, write_extra_openai_models
@@ -136,3 +137,68 @@ def test_credentials_echoed_in_provider_errors_are_redacted(tmp_path):
     store.close()
     for path in tmp_path.glob("c.db*"):
         assert_no_secret(path.read_bytes(), path.name)
+
+
+CUSTOM_KEY = "custom|Value:0451"  # no known key shape at all
+TOKEN_ENV = "ACME_TOKEN_FOR_TESTS"
+ENV_TOKEN = "acme.token.9f8e7d6c5b"
+
+
+class EchoingAuthModel(llm.Model):
+    """A provider whose 401 message echoes whatever credentials it was given."""
+
+    model_id = "echoes-keys"
+    key_env_var = TOKEN_ENV
+
+    def execute(self, prompt, stream, response, conversation=None):
+        raise LeakyError(
+            f"401 Unauthorized: credential {llm.get_key(alias='custom')} was rejected; "
+            f"token {ENV_TOKEN} unknown"
+        )
+        yield ""  # pragma: no cover - a generator, like every model
+
+
+class EchoingAuthPlugin:
+    @llm.hookimpl
+    def register_models(self, register):
+        register(EchoingAuthModel())
+
+
+def test_configured_keys_of_any_shape_are_redacted_by_value(cli, fakes, user_dir, monkeypatch):
+    assert cli("keys", "set", "custom", "--value", CUSTOM_KEY).exit_code == 0
+    monkeypatch.setenv(TOKEN_ENV, ENV_TOKEN)
+    pm.register(EchoingAuthPlugin(), name="undo-echoing-auth")
+    try:
+        with fakes({"fine": {"answer": "42"}, "judge": {"arbiter": True}}):
+            members = ["-m", "fine", "-m", "echoes-keys", "--retries", "0"]
+            assert cli("consortium", "save", "team", *members, "--arbiter", "judge").exit_code == 0
+            answered = cli("-m", "team", "q")
+            failed = cli("consortium", "run", "q", "-m", "echoes-keys", "--retries", "0")
+            outputs = [cli("consortium", "run-info"), cli("consortium", "run-info", "--json"),
+                       cli("consortium", "runs", "--json")]
+    finally:
+        pm.unregister(name="undo-echoing-auth")
+
+    assert answered.exit_code == 0 and answered.stdout.strip() == "42"
+    assert answered.stderr == (
+        "llm-consortium: member echoes-keys[0] failed: LeakyError: 401 Unauthorized: "
+        "credential [redacted] was rejected; token [redacted] unknown\n"
+    )
+    assert failed.exit_code == 1 and "credential [redacted]" in failed.stderr
+    for where, text in [("llm -m", answered.output), ("run", failed.output)] + [
+        (f"report {n}", result.output) for n, result in enumerate(outputs)
+    ]:
+        assert CUSTOM_KEY not in text and ENV_TOKEN not in text, where
+    shared_store().close()
+    for path in user_dir.glob("consortium_logs.db*"):
+        data = path.read_bytes()
+        assert CUSTOM_KEY.encode() not in data and ENV_TOKEN.encode() not in data, path.name
+
+
+def test_run_info_redacts_keys_in_rows_stored_before_redaction(cli, fakes, user_dir):
+    with fakes({"fine": {"answer": f"my key is {CUSTOM_KEY}"}}):
+        assert cli("consortium", "run", "q", "-m", "fine").exit_code == 0
+    assert CUSTOM_KEY in db_rows(user_dir, "select response from consortium_members")[0]["response"]
+    assert cli("keys", "set", "custom", "--value", CUSTOM_KEY).exit_code == 0
+    shown = cli("consortium", "run-info").stdout
+    assert "my key is [redacted]" in shown and CUSTOM_KEY not in shown
