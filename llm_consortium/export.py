@@ -13,12 +13,17 @@ One JSON object per line, in the chat shape that common fine-tuning tools
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any, TextIO
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 from .reports import json_column
 from .store import Store
 from .terminal import json_dumps
+
+T = TypeVar("T")
 
 
 def model_names(name: str) -> list[str]:
@@ -109,3 +114,32 @@ def export_training(store: Store, stream: TextIO, **filters: Any) -> int:
         stream.write(json_dumps(record, ensure_ascii=False) + "\n")
         count += 1
     return count
+
+
+def write_atomically(path: Path, write: Callable[[TextIO], T]) -> T:
+    """Call ``write`` with a temporary file next to ``path`` and move it into
+    place only when ``write`` returns: on any failure (an unreadable
+    database, a full disk, Ctrl-C) an existing ``path`` is left as it was and
+    the temporary file is removed. The new file keeps an existing file's
+    permissions (else the umask's)."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            result = write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    return result

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import pathlib
+import sys
 from typing import Any
 
 import click
@@ -310,7 +312,6 @@ def _silence_stdout() -> None:
     """Point stdout at /dev/null so that Python's final flush after a closed
     pipe does not print a second error."""
     import os
-    import sys
 
     try:
         fileno = sys.stdout.fileno()
@@ -416,17 +417,20 @@ def register(consortium: click.Group) -> None:
             llm consortium export-training - --since 2026-01-01 --min-confidence 0.9
             llm consortium export-training gpt.jsonl --model gpt-4o-mini
         """
-        from .export import export_training
+        from .export import export_training, write_atomically
         from .store import shared_store
 
         if min_confidence is not None and min_confidence > 1:
             min_confidence /= 100
         store = shared_store()
+        filters = {"since": since, "model": model_filter, "min_confidence": min_confidence}
         try:
-            # atomic: a file is replaced only once every record is written
-            with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as stream:
-                count = export_training(
-                    store, stream, since=since, model=model_filter, min_confidence=min_confidence
+            if output == "-":
+                count = export_training(store, sys.stdout, **filters)
+            else:
+                # An existing file is replaced only once every record is written.
+                count = write_atomically(
+                    pathlib.Path(output), lambda stream: export_training(store, stream, **filters)
                 )
         except BrokenPipeError:
             if output != "-":

@@ -152,3 +152,32 @@ def test_unwritable_output_is_one_line_error(cli, tmp_path):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_failed_export_leaves_an_existing_file_untouched(cli, user_dir, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    output = out_dir / "training.jsonl"
+    output.write_text("precious\n")
+    (user_dir / "consortium_logs.db").write_bytes(b"this is not a database " * 100)
+
+    result = cli("consortium", "export-training", str(output))
+
+    assert result.exit_code == 1
+    assert "not a usable database" in result.stderr and "Traceback" not in result.output
+    assert output.read_text() == "precious\n"
+    assert sorted(path.name for path in out_dir.iterdir()) == ["training.jsonl"]  # no temporary file left
+
+
+def test_a_successful_export_replaces_the_file_and_keeps_its_permissions(cli, fakes, tmp_path):
+    make_runs(cli, fakes)
+    output = tmp_path / "training.jsonl"
+    output.write_text("old\n")
+    output.chmod(0o640)
+
+    result = cli("consortium", "export-training", str(output))
+
+    assert result.exit_code == 0
+    assert len(output.read_text().splitlines()) == 3
+    assert output.stat().st_mode & 0o777 == 0o640
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("training")) == ["training.jsonl"]
