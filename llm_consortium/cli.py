@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .defaults import CLUSTERING_ALGORITHMS, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EMBEDDING_BACKENDS
 from .errors import ConfigError, ConsortiumError
-from .terminal import json_dumps, safe_echo
+from .terminal import json_dumps, printable, safe_echo
 
 if TYPE_CHECKING:
     from .config import ConsortiumConfig
@@ -279,20 +279,60 @@ def config_from_options(
     )
 
 
-def check_name_free(name: str) -> None:
-    """A consortium may not take the id or alias of a real model."""
+def installed_model_names() -> dict[str, str]:
+    """Every id and alias of an installed model that is not a saved
+    consortium, mapped to that model's id."""
     import llm
 
     from .model import ConsortiumModel
 
+    names: dict[str, str] = {}
     for entry in llm.get_models_with_aliases():
-        if isinstance(entry.model, ConsortiumModel):
+        model = entry.model or entry.async_model
+        if model is None or isinstance(model, ConsortiumModel):
             continue
-        if name == entry.model.model_id or name in entry.aliases:
-            raise ConfigError(
-                f"'{name}' is already the id or an alias of the model "
-                f"'{entry.model.model_id}'; choose another consortium name"
-            )
+        for name in [model.model_id, *entry.aliases]:
+            names.setdefault(name, model.model_id)
+    return names
+
+
+def check_name(name: str) -> None:
+    """A consortium name must be callable (``llm -m NAME``), printable, and
+    not the id or alias of a real model."""
+    if not name.strip():
+        raise ConfigError("A consortium name cannot be empty")
+    if printable(name) != name:
+        raise ConfigError("A consortium name cannot contain control characters")
+    model_id = installed_model_names().get(name)
+    if model_id is not None:
+        raise ConfigError(
+            f"'{name}' is already the id or an alias of the model "
+            f"'{model_id}'; choose another consortium name"
+        )
+
+
+def warn_shadowed(names: list[str]) -> None:
+    """A model installed after a consortium was saved may take its name:
+    say so, and which one ``llm -m NAME`` now runs."""
+    import llm
+
+    from .model import ConsortiumModel
+
+    installed = installed_model_names()
+    for name in names:
+        if name not in installed:
+            continue
+        try:
+            runs = llm.get_model(name)
+        except llm.UnknownModelError:
+            runs = None
+        winner = "the consortium" if isinstance(runs, ConsortiumModel) else f"the model '{installed[name]}'"
+        safe_echo(
+            f"Warning: the saved consortium '{name}' has the same name as the installed model "
+            f"'{installed[name]}'; 'llm -m {name}' runs {winner}. Save the consortium under "
+            "another name and remove this one.",
+            err=True,
+        )
 
 
 def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None:
@@ -318,7 +358,7 @@ def save_config(name: str, config: ConsortiumConfig) -> None:
 
     store = shared_store()
     others = {key: value for key, value in load_configs(store).items() if key != name}
-    check_name_free(name)
+    check_name(name)
     check_no_cycle(name, config, others)
     warn_unknown_models(config, set(others) | {name})
     data = config.to_dict()
@@ -408,6 +448,7 @@ def add_commands(consortium: click.Group) -> None:
         from .store import shared_store
 
         configs = load_configs(shared_store())
+        warn_shadowed(list(configs))
         if json_output:
             safe_echo(json_dumps([config_json(n, c) for n, c in configs.items()], indent=2))
             return
@@ -438,6 +479,7 @@ def add_commands(consortium: click.Group) -> None:
             config = parse_config_row(shared_store().config_row(name))
         except ConfigError as ex:  # a stored row, not the user's input
             raise ConsortiumError(f"Saved consortium '{name}' cannot be read: {ex}") from None
+        warn_shadowed([name])
         if json_output:
             safe_echo(json_dumps(config_json(name, config), indent=2))
         else:

@@ -170,7 +170,7 @@ def register(consortium: click.Group) -> None:
         """
         from .cli import config_from_options, save_config
 
-        if save_as and not options.get("arbiter"):
+        if save_as is not None and not options.get("arbiter"):
             raise ConfigError(
                 "--save needs --arbiter: a saved consortium is judged by an arbiter "
                 "(as with 'llm consortium save')"
@@ -188,7 +188,7 @@ def register(consortium: click.Group) -> None:
         prompt = "\n".join([*texts, *([prompt] if prompt else [])])
         if not prompt.strip() and not files:
             raise ConfigError("No prompt given: pass PROMPT or pipe it on stdin.")
-        if save_as:
+        if save_as is not None:
             save_config(save_as, config)
             click.echo(f"Consortium configuration '{save_as}' saved.", err=True)
         system = combine_system(config.system_prompt, system_texts)

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Mapping
 from .errors import ConfigError
 
 MAX_COUNT = 1000
-_COUNT_SUFFIX = re.compile(r"^(?P<model>.+):(?P<count>-?\d+)$")
+# ASCII digits only: "ok:٣" (an Arabic-Indic three) is a model id, not "ok" × 3.
+_COUNT_SUFFIX = re.compile(r"^(?P<model>.+):(?P<count>-?[0-9]+)$")
 
 
 def parse_model_spec(spec: str, default_count: int = 1) -> tuple[str, int]:

@@ -93,6 +93,9 @@ BAD_SAVES = [
     ("missing-arbiter", ["keep", "-m", "alpha"], "Missing option '--arbiter'"),
     ("missing-name", [], "Missing argument 'NAME'"),
     # names
+    ("empty-name", ["", *OK], "A consortium name cannot be empty"),
+    ("blank-name", ["  ", *OK], "A consortium name cannot be empty"),
+    ("name-with-control-characters", ["te\x1bam", *OK], "A consortium name cannot contain control characters"),
     ("shadows-a-model-id", ["alpha", "-m", "beta", "--arbiter", "judge"], "'alpha' is already the id or an alias of the model 'alpha'"),
     ("shadows-a-model-alias", ["b-alias", *OK], "'b-alias' is already the id or an alias of the model 'beta'"),
     # nesting cycles
@@ -117,6 +120,7 @@ BAD_RUNS = [
     ("empty-prompt", ["consortium", "run", "  ", *OK], 2, "No prompt given"),
     ("run-without-models", ["consortium", "run", "q", "--arbiter", "judge"], 2, "Missing option '-m' / '--model'"),
     ("run-bad-count", ["consortium", "run", "q", "-m", "alpha:0", "--arbiter", "judge"], 2, "Invalid count in 'alpha:0'"),
+    ("run-save-empty-name", ["consortium", "run", "q", *OK, "--save", ""], 2, "A consortium name cannot be empty"),
     ("run-save-as-a-model-name", ["consortium", "run", "q", *OK, "--save", "beta"], 2, "'beta' is already the id or an alias"),
     ("info-unknown-name", ["consortium", "info", "nope"], 1, "Consortium 'nope' not found."),
     ("remove-unknown-name", ["consortium", "remove", "nope"], 1, "Consortium with name 'nope' not found."),

@@ -3,7 +3,11 @@
 import json
 import sqlite3
 
+import llm
 import pytest
+
+from llm_consortium.model import ConsortiumModel
+from llm_consortium.specs import parse_model_spec
 
 MODELS = {
     "alpha": {"answer": "Paris", "confidence": 0.9},
@@ -159,3 +163,42 @@ def test_unknown_member_model_is_a_warning_not_an_error(cli, fakes):
         result = cli("consortium", "save", "team", "-m", "not-installed", "--arbiter", "judge")
     assert result.exit_code == 0
     assert "Warning: model 'not-installed' is not installed" in result.stderr
+
+
+def test_a_model_installed_later_under_a_consortiums_name_is_a_warning(cli, fakes):
+    with fakes({"alpha": {"answer": "1"}, "judge": {"arbiter": True}}):
+        assert cli("consortium", "save", "team", "-m", "alpha", "--arbiter", "judge").exit_code == 0
+        quiet = cli("consortium", "list")
+    with fakes({"alpha": {"answer": "1"}, "judge": {"arbiter": True}, "team": {"answer": "plugin"}}):
+        listed = cli("consortium", "list")
+        listed_json = cli("consortium", "list", "--json")
+        info = cli("consortium", "info", "team")
+        runs = llm.get_model("team")
+    assert quiet.stderr == ""
+    winner = "the consortium" if isinstance(runs, ConsortiumModel) else "the model 'team'"
+    warning = (
+        "Warning: the saved consortium 'team' has the same name as the installed model 'team'; "
+        f"'llm -m team' runs {winner}. Save the consortium under another name and remove this one.\n"
+    )
+    for result in (listed, listed_json, info):
+        assert result.exit_code == 0
+        assert result.stderr == warning
+    assert json.loads(listed_json.stdout)[0]["name"] == "team"
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("ok:\u0663", ("ok:\u0663", 1)),  # ARABIC-INDIC DIGIT THREE is not a count
+    ("ok:\uff13", ("ok:\uff13", 1)),  # FULLWIDTH DIGIT THREE
+    ("ok:3", ("ok", 3)),
+    ("ollama/llama3.2:3b", ("ollama/llama3.2:3b", 1)),
+])
+def test_only_ascii_digits_are_an_instance_count(spec, expected):
+    assert parse_model_spec(spec) == expected
+
+
+def test_a_unicode_digit_suffix_stays_part_of_the_model_id_on_the_cli(cli, fakes):
+    with fakes({"ok:\u0663": {"answer": "1"}, "judge": {"arbiter": True}}):
+        result = cli("consortium", "save", "t", "-m", "ok:\u0663", "--arbiter", "judge", "-n", "2")
+        info = json.loads(cli("consortium", "info", "t", "--json").stdout)
+    assert result.exit_code == 0 and result.stderr == ""
+    assert info["models"] == {"ok:\u0663": 2}
