@@ -29,7 +29,7 @@ import llm
 
 from .errors import ConsortiumError
 from .redaction import redact
-from .terminal import printable
+from .terminal import printable, valid_unicode
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
@@ -251,6 +251,7 @@ def _attempt(
         response = request.model.prompt(request.prompt, **kwargs, **(request.options or {}))
         pieces = []
         for chunk in response:
+            chunk = valid_unicode(chunk)
             pieces.append(chunk)
             if stream_chunks:
                 inbox.put(("chunk", key, attempt, chunk))

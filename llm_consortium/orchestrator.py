@@ -37,6 +37,7 @@ from .prompts import load
 from .redaction import redact
 from .results import Decision, IterationContext, Member, MemberResult, members_from_models
 from .store import Store, shared_store, utcnow
+from .terminal import valid_unicode
 from .strategies import StrategyContext, StrategyOutcome, get_strategy_class
 
 Turn = tuple[str, str]
@@ -70,7 +71,7 @@ def normalize_history(history: Any) -> list[Turn]:
             role = getattr(item, "role", "user")
             text = "".join(getattr(part, "text", "") or "" for part in getattr(item, "parts", []))
         if role in ("user", "assistant") and str(text).strip():
-            turns.append((role, str(text)))
+            turns.append((role, valid_unicode(str(text))))
     return turns
 
 
@@ -196,7 +197,7 @@ class Run:
         self.orchestrator = orchestrator
         self.config = orchestrator.config
         self.store = orchestrator.store
-        self.prompt = prompt
+        self.prompt = valid_unicode(prompt)
         self.history = history
         self.run_id = run_id
         self.attachments = attachments

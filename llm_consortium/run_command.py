@@ -45,7 +45,7 @@ def read_fragment(value: str) -> list[Any]:
     import llm
 
     if value == "-":
-        return [sys.stdin.read()]
+        return [read_stdin_text()]
     if value.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request
@@ -91,12 +91,22 @@ def read_prompt(prompt: str | None, stdin_used: bool, has_other_input: bool) -> 
     """The prompt as ``llm`` reads it: piped stdin comes first, then PROMPT;
     with no PROMPT on a terminal, wait for it on stdin."""
     if not stdin_used and not sys.stdin.isatty():
-        piped = sys.stdin.read()
+        piped = read_stdin_text()
         if piped:
             prompt = " ".join([piped, prompt] if prompt else [piped])
     if prompt is None and not stdin_used and not has_other_input and sys.stdin.isatty():
-        prompt = sys.stdin.read()
+        prompt = read_stdin_text()
     return prompt or ""
+
+
+def read_stdin_text() -> str:
+    """stdin as text, whatever bytes arrive: invalid UTF-8 becomes U+FFFD
+    instead of a ``UnicodeDecodeError`` (under a UTF-8 locale Python's stdin
+    is strict)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        return sys.stdin.read()
+    return stream.read().decode("utf-8", errors="replace")
 
 
 def combine_system(system: str | None, fragments: list[str]) -> str | None:

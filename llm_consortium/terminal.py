@@ -14,6 +14,10 @@ reader can still see that they were there: C0 characters and DEL become their
 Unicode "control pictures" (``ESC`` → ``␛``, ``BEL`` → ``␇``), C1 characters
 become ``<U+009B>``. Newlines and tabs are kept; ``\\r\\n`` becomes ``\\n``
 and a lone ``\\r`` (which would let text overwrite the line) becomes ``␍``.
+
+Text that cannot be encoded at all — lone surrogates, from undecodable bytes
+on stdin or from a provider's JSON — is repaired once, where it enters a run
+(``valid_unicode``), so that it can be sent, stored and printed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import json
 import re
 from typing import Any
 
+# Lone surrogates: from undecodable bytes (stdin read with surrogateescape)
+# or from a provider's JSON ("\ud800"); no UTF-8 encoder accepts them.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 # C0 controls except TAB and LF, DEL, and the C1 block.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # What json.dumps leaves raw: DEL and the C1 block (C0 it escapes itself).
@@ -37,9 +44,16 @@ def _stand_in(match: re.Match[str]) -> str:
     return f"<U+{code:04X}>"
 
 
+def valid_unicode(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, so that it can be
+    encoded as UTF-8: stored, sent to a provider, printed. Text enters a run
+    (the prompt, the history, every model reply and error) through this."""
+    return _SURROGATE.sub("\ufffd", text) if text else text
+
+
 def printable(text: Any) -> str:
     """``text`` (any value, ``str()``-ed) with control characters made visible."""
-    value = text if isinstance(text, str) else str(text)
+    value = valid_unicode(text if isinstance(text, str) else str(text))
     if "\r" in value:
         value = value.replace("\r\n", "\n")
     return _CONTROL.sub(_stand_in, value)
