@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .defaults import CLUSTERING_ALGORITHMS, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EMBEDDING_BACKENDS
 from .errors import ConfigError, ConsortiumError
+from .stored_values import take_warning
 from .terminal import json_dumps, printable, safe_echo
 
 if TYPE_CHECKING:
@@ -73,6 +74,10 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise BadInput(str(ex)) from None
         except ConsortiumError as ex:
             raise click.ClickException(str(ex)) from None
+        finally:
+            warning = take_warning()  # stored values of the wrong type it met
+            if warning:
+                safe_echo(warning, err=True)
 
     return wrapper
 

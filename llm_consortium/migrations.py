@@ -205,3 +205,10 @@ def m003_run_status_index(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS idx_consortium_runs_status ON consortium_runs(status)"
     )
+
+
+@migration
+def m004_run_owner(conn: sqlite3.Connection) -> None:
+    """Who runs a run (host, boot id, pid namespace, pid, start time), so
+    that only runs of processes certainly gone are reaped."""
+    _add_columns(conn, "consortium_runs", {"owner": "TEXT"})

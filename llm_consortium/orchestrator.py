@@ -21,7 +21,7 @@ import llm
 from . import arbiter as arbiter_text
 from .calls import CallGroup, CallOutcome, CallRequest
 from .config import ConsortiumConfig
-from .errors import ConfigError, RunFailed
+from .errors import ConfigError, RunFailed, StoreError
 from .events import (
     ArbiterIgnoredFormat,
     ArbiterStarted,
@@ -245,20 +245,8 @@ class Run:
         return models, missing
 
     # -- the loop -----------------------------------------------------------
-    def _run(self) -> Iterator[Event]:
-        config = self.config
-        strategy_class = get_strategy_class(config.strategy)
-        members = members_from_models(config.models)
-        strategy = strategy_class(
-            config.strategy_params, StrategyContext(self.run_id, config, members)
-        )
-        arbiter_model = None
-        if config.arbiter:
-            try:
-                arbiter_model = llm.get_model(config.arbiter)
-            except llm.UnknownModelError:
-                raise ConfigError(f"Unknown arbiter model: {config.arbiter}") from None
-        models, missing = self._resolve_models()
+    def _start_run(self, config: ConsortiumConfig) -> None:
+        """The run row, status ``running``, before any model is called."""
         self.store.start_run(
             {
                 "id": self.run_id,
@@ -278,6 +266,25 @@ class Run:
                 "conversation_json": [list(turn) for turn in self.history] or None,
             }
         )
+
+    def _run(self) -> Iterator[Event]:
+        config = self.config
+        strategy_class = get_strategy_class(config.strategy)
+        members = members_from_models(config.models)
+        strategy = strategy_class(
+            config.strategy_params, StrategyContext(self.run_id, config, members)
+        )
+        arbiter_model = None
+        if config.arbiter:
+            try:
+                arbiter_model = llm.get_model(config.arbiter)
+            except llm.UnknownModelError:
+                raise ConfigError(f"Unknown arbiter model: {config.arbiter}") from None
+        models, missing = self._resolve_models()
+        try:
+            self._start_run(config)
+        except StoreError as ex:
+            raise StoreError(f"Cannot record this run: {ex}; no model was called") from None
         self.status = "running"
         error: str | None = None
         decision: Decision | None = None

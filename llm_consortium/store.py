@@ -23,27 +23,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from . import shared_prompt, stored_values
 from .errors import NotFoundError, StoreError
+from .liveness import owner_gone, owner_json
 from .migrations import MIGRATIONS
+from .terminal import valid_unicode
 
 DB_FILENAME = "consortium_logs.db"
 BUSY_TIMEOUT_MS = 30_000
 LOCKED_RETRY_SECONDS = 120.0
 T = TypeVar("T")
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    except OSError:
-        return True  # cannot tell: leave the run alone
-    return True
 
 
 def utcnow() -> str:
@@ -64,8 +53,59 @@ def _is_locked(ex: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
+def _is_read_only(ex: sqlite3.Error) -> bool:
+    message = str(ex).lower()
+    return "readonly" in message or "read-only" in message
+
+
+def _readable(conn: sqlite3.Connection) -> bool:
+    """Whether the database can be read through ``conn``; False only when
+    what stands in the way is a read-only file or directory."""
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as ex:
+        if _is_read_only(ex) or "unable to open" in str(ex).lower():
+            return False
+        raise
+    return True
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
+
+
+def _storable(value: Any) -> Any:
+    """A value as written: containers as JSON, text that UTF-8 can encode
+    (every value written passes here)."""
+    if isinstance(value, (dict, list, tuple)):
+        return _dumps(value)
+    if isinstance(value, str):
+        return valid_unicode(value)
+    return value
+
+
+#: What each column read back should hold (``stored_values.checked``).
+COLUMN_KINDS = {
+    **dict.fromkeys(
+        (
+            "confidence_threshold", "max_iterations", "iteration_count", "final_confidence",
+            "input_tokens", "output_tokens", "duration_ms", "pid", "iteration", "member_index",
+            "instance", "confidence", "attempts", "selected", "geometric_confidence",
+            "needs_iteration", "dimensions", "size", "is_consensus", "all_noise", "radius",
+            "density", "cluster_id",
+        ),
+        stored_values.NUMBER,
+    ),
+    **dict.fromkeys(
+        (
+            "user_prompt", "system_prompt", "final_synthesis", "error", "prompt", "system",
+            "response", "answer", "synthesis", "analysis", "dissent", "raw_response", "model",
+            "config_name", "strategy", "judging_method", "status", "created_at", "finished_at",
+            "role", "member_id", "arbiter", "response_id", "chosen_response_id",
+        ),
+        stored_values.TEXT,
+    ),
+}
 
 
 class Store:
@@ -77,24 +117,51 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._migrated = False
         self._active_runs: set[str] = set()
+        #: opened read-only (the user cannot write the file or its directory)
+        self.read_only = False
+        #: the prompts of the runs this store is recording (see shared_prompt)
+        self._run_prompts: dict[str, str] = {}
 
     # -- connection -------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(
-                    str(self.path),
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
+                conn = self._open()
                 conn.row_factory = sqlite3.Row
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            except sqlite3.OperationalError as ex:
+                raise StoreError(f"Cannot open {self.path}: {ex}") from None
+            except sqlite3.DatabaseError as ex:
+                raise StoreError(f"{self.path} is not a usable database: {ex}") from None
             except (sqlite3.Error, OSError) as ex:
                 raise StoreError(f"Cannot open {self.path}: {ex}") from None
             self._conn = conn
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection that can at least read. A WAL database needs its
+        ``-shm`` file even to be read; in a directory the user cannot write,
+        that file cannot be created, so the database is opened read-only
+        (``mode=ro``), and failing that as immutable: every command that only
+        reads works, and writes fail with a clear error."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            if not self.path.parent.is_dir():
+                raise
+        options = {"timeout": BUSY_TIMEOUT_MS / 1000, "isolation_level": None, "check_same_thread": False}
+        conn = sqlite3.connect(str(self.path), **options)
+        if _readable(conn):
+            return conn
+        conn.close()
+        uri = self.path.absolute().as_uri()
+        for query in ("mode=ro", "immutable=1"):
+            conn = sqlite3.connect(f"{uri}?{query}", uri=True, **options)
+            if _readable(conn):
+                self.read_only = True
+                return conn
+            conn.close()
+        raise StoreError(f"Cannot read {self.path}: it is in a directory you cannot write, and it cannot be opened read-only")
 
     def close(self) -> None:
         with self._lock:
@@ -109,6 +176,8 @@ class Store:
             try:
                 return fn()
             except sqlite3.OperationalError as ex:
+                if _is_read_only(ex):
+                    raise StoreError(f"{self.path} is read-only for you ({ex})") from None
                 if not _is_locked(ex) or time.monotonic() > deadline:
                     raise StoreError(f"{self.path}: {ex}") from None
                 time.sleep(delay * (1 + random.random()))
@@ -130,6 +199,8 @@ class Store:
                 yield conn
             except sqlite3.Error as ex:
                 self._rollback(conn)
+                if _is_read_only(ex):
+                    raise StoreError(f"{self.path} is read-only for you ({ex})") from None
                 raise StoreError(f"Cannot write to {self.path}: {ex}") from None
             except BaseException:
                 self._rollback(conn)
@@ -212,7 +283,7 @@ class Store:
             self._ensure_schema()
             conn = self._connect()
             rows = self._retrying(lambda: conn.execute(sql, tuple(params)).fetchall())
-            return [dict(row) for row in rows]
+            return stored_values.checked((dict(row) for row in rows), COLUMN_KINDS)
 
     # -- configurations ---------------------------------------------------
     def save_config(self, name: str, config: dict[str, Any]) -> None:
@@ -245,11 +316,12 @@ class Store:
 
     # -- runs -------------------------------------------------------------
     def reap_orphaned_runs(self) -> None:
-        """Mark ``interrupted`` the runs left ``running`` by processes that no
-        longer exist (killed with SIGKILL, or a machine that went down): they
-        could not record it themselves."""
-        rows = self._read("SELECT id, pid FROM consortium_runs WHERE status = 'running'")
-        gone = [row["id"] for row in rows if row["pid"] is not None and not _process_alive(row["pid"])]
+        """Mark ``interrupted`` the runs left ``running`` by processes that
+        certainly no longer exist (killed with SIGKILL, or a machine that went
+        down): they could not record it themselves. A run of another host,
+        container or boot is left alone (``liveness.owner_gone``)."""
+        rows = self._read("SELECT id, owner, created_at FROM consortium_runs WHERE status = 'running'")
+        gone = [row["id"] for row in rows if owner_gone(row["owner"], row["created_at"])]
         if gone:
             with self._write() as conn:
                 conn.executemany(
@@ -261,10 +333,12 @@ class Store:
 
     def start_run(self, row: dict[str, Any]) -> None:
         self.reap_orphaned_runs()
-        row = {"created_at": utcnow(), "status": "running", "pid": os.getpid(), **row}
+        row = {"created_at": utcnow(), "status": "running", "pid": os.getpid(), "owner": owner_json(), **row}
         self._insert("consortium_runs", row)
         with self._lock:
             self._active_runs.add(row["id"])
+            if row.get("user_prompt"):
+                self._run_prompts[row["id"]] = row["user_prompt"]
         _stores_with_runs.add(self)
 
     def finish_run(self, run_id: str, **fields: Any) -> None:
@@ -272,6 +346,7 @@ class Store:
         self.update_run(run_id, finished_at=utcnow(), **fields)
         with self._lock:
             self._active_runs.discard(run_id)
+            self._run_prompts.pop(run_id, None)
 
     def interrupt_active_runs(self, reason: str = "the process exited during the run") -> None:
         """Mark runs this process started and never finished as interrupted
@@ -294,7 +369,7 @@ class Store:
         with self._write() as conn:
             conn.execute(
                 f"UPDATE consortium_runs SET {assignments} WHERE id = ?",
-                (*fields.values(), run_id),
+                (*(_storable(value) for value in fields.values()), run_id),
             )
 
     def record_members(self, rows: list[dict[str, Any]]) -> None:
@@ -336,12 +411,9 @@ class Store:
         # Rows with the same columns share one statement (executemany).
         groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for row in rows:
-            groups.setdefault(tuple(row), []).append(
-                tuple(
-                    _dumps(value) if isinstance(value, (dict, list, tuple)) else value
-                    for value in row.values()
-                )
-            )
+            if "prompt" in row and row.get("run_id") in self._run_prompts:
+                row = {**row, "prompt": shared_prompt.compact(row["prompt"], self._run_prompts[row["run_id"]])}
+            groups.setdefault(tuple(row), []).append(tuple(_storable(value) for value in row.values()))
         with self._write() as conn:
             for columns, values in groups.items():
                 names = ", ".join(f"[{key}]" for key in columns)
@@ -413,6 +485,8 @@ class Store:
             "SELECT * FROM consensus_clusters WHERE run_id = ? ORDER BY iteration, cluster_id",
             (full_id,),
         )
+        for row in [*members, *decisions]:
+            row["prompt"] = shared_prompt.expand(row.get("prompt"), run.get("user_prompt"))
         return {
             "run": run,
             "members": members,
@@ -464,10 +538,17 @@ def read_config_rows_for_startup() -> list[dict[str, Any]]:
             return []
         # as_uri() percent-encodes, so '?', '#' or '%' in the path are safe.
         conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
+        if not _readable(conn):
+            # A WAL database in a directory the user cannot write: its -shm
+            # file cannot be created, so read it as immutable.
+            conn.close()
+            conn = sqlite3.connect(path.absolute().as_uri() + "?immutable=1", uri=True, timeout=5)
     except OSError as ex:
         raise StoreError(f"Cannot read {path}: {ex}") from None
-    except sqlite3.Error as ex:
+    except sqlite3.OperationalError as ex:
         raise StoreError(f"Cannot open {path}: {ex}") from None
+    except sqlite3.DatabaseError as ex:
+        raise StoreError(f"{path} is not a usable database: {ex}") from None
     try:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 5000")

@@ -19,11 +19,10 @@ from typing import Any
 
 NUMBER = "number"
 TEXT = "text"
-_EXAMPLES = 3
 
 _lock = threading.Lock()
-_skipped: list[tuple[str, Any]] = []
-_skipped_count = 0
+#: column -> the first value skipped in it, since the last ``take_warning``
+_skipped: dict[str, Any] = {}
 
 
 def _as_number(value: Any) -> int | float | None:
@@ -44,11 +43,8 @@ def _as_number(value: Any) -> int | float | None:
 
 
 def _note(column: str, value: Any) -> None:
-    global _skipped_count
     with _lock:
-        _skipped_count += 1
-        if len(_skipped) < _EXAMPLES:
-            _skipped.append((column, value))
+        _skipped.setdefault(column, value)
 
 
 def checked(rows: Iterable[dict[str, Any]], kinds: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -75,16 +71,14 @@ def checked(rows: Iterable[dict[str, Any]], kinds: Mapping[str, str]) -> list[di
 def take_warning() -> str | None:
     """One line about the values skipped since the last call (None if none),
     and forget them."""
-    global _skipped_count
     with _lock:
-        count, examples = _skipped_count, list(_skipped)
+        skipped = dict(_skipped)
         _skipped.clear()
-        _skipped_count = 0
-    if not count:
+    if not skipped:
         return None
-    shown = ", ".join(f"{column} = {value!r}"[:80] for column, value in examples)
-    more = "" if count <= len(examples) else f" and {count - len(examples)} more"
+    columns = sorted(skipped)
+    example = f"{columns[0]} = {skipped[columns[0]]!r}"[:60]
     return (
-        f"llm-consortium: warning: skipped {count} stored value{'s' if count != 1 else ''} "
-        f"of the wrong type ({shown}{more}); the database was edited by hand or by another tool"
+        f"llm-consortium: warning: skipped stored values of the wrong type in "
+        f"{', '.join(columns)} (e.g. {example}); the database was edited by hand or by another tool"
     )

@@ -5,6 +5,7 @@ and every reader gets the full texts back."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from llm_consortium import create_consortium
 from llm_consortium.store import shared_store
@@ -29,7 +30,11 @@ def test_a_5_mb_prompt_is_stored_once_and_read_back_whole(cli, fakes, user_dir):
     stored = database_bytes(user_dir)
     marker = b"line 249999: all quiet"
     assert stored.count(marker) == 1
-    assert len(stored) < 1.5 * len(PROMPT)
+    conn = sqlite3.connect(user_dir / "consortium_logs.db")
+    page_size, pages, free = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                              for name in ("page_size", "page_count", "freelist_count"))
+    conn.close()
+    assert (pages - free) * page_size < 1.5 * len(PROMPT)  # pages in use
 
     details = json.loads(cli("consortium", "run-info", "--json").stdout)
     assert details["run"]["user_prompt"] == PROMPT

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_llm, write_fake_spec
 from llm_consortium.errors import StoreError
 from llm_consortium.migrations import MIGRATIONS
+from llm_consortium.liveness import current_owner
 from llm_consortium.store import Store
 
 
@@ -127,7 +128,8 @@ def test_a_run_left_running_by_a_killed_process_is_marked_interrupted(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     store = Store(tmp_path / "c.db")
-    store.start_run({"id": "orphan", "user_prompt": "q", "pid": dead.pid})
+    owner = json.dumps({**current_owner(), "pid": dead.pid, "start": "1"})
+    store.start_run({"id": "orphan", "user_prompt": "q", "pid": dead.pid, "owner": owner})
     store.start_run({"id": "mine", "user_prompt": "q"})
     statuses = {row["id"]: (row["status"], row["error"]) for row in store.runs()}
     assert statuses["orphan"] == ("interrupted", "the process running it ended without finishing it")
