@@ -40,12 +40,14 @@ def environment(**changes):
     return env
 
 
-def run_on_terminal(args, env, timeout=90):
-    """``llm`` with stderr on a pseudo-terminal (120 columns) and stdout on a pipe."""
+def run_on_terminal(args, env, timeout=90, stdout_too=False):
+    """``llm`` with stderr on a pseudo-terminal (120 columns) and stdout on a
+    pipe (or on the terminal too, ``stdout_too``: stdout is then "")."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen(
-        [LLM_BIN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env
+        [LLM_BIN, *args], stdin=subprocess.DEVNULL, stdout=slave if stdout_too else subprocess.PIPE,
+        stderr=slave, env=env,
     )
     os.close(slave)
     received: list[bytes] = []
@@ -69,7 +71,7 @@ def run_on_terminal(args, env, timeout=90):
             proc.kill()
     reader.join(10)
     os.close(master)
-    return proc.returncode, stdout.decode(), b"".join(received).decode("utf-8", "replace")
+    return proc.returncode, (stdout or b"").decode(), b"".join(received).decode("utf-8", "replace")
 
 
 def save_team(user_dir):

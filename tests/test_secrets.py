@@ -101,24 +101,36 @@ class LeakyError(Exception):
 
 
 class LeakyModel(llm.Model):
-    model_id = "leaky"
+    """A provider whose errors echo credentials back, as some do."""
+
+    def __init__(self, model_id, message, key_env_var=None):
+        self.model_id = model_id
+        self.message = message
+        self.key_env_var = key_env_var
 
     def execute(self, prompt, stream, response, conversation=None):
-        raise LeakyError(
-            f"401 Unauthorized for https://api.example.test/v1/chat?key={STORED_KEY}&alt=sse: "
-            f"Incorrect API key provided: {ENV_KEY}. Header was 'Authorization: Bearer {STORED_KEY}'"
-        )
+        raise LeakyError(self.message())
         yield ""  # pragma: no cover - a generator, like every model
 
 
 class LeakyPlugin:
+    def __init__(self, model):
+        self.model = model
+
     @llm.hookimpl
     def register_models(self, register):
-        register(LeakyModel())
+        register(self.model)
+
+
+def url_and_header_leak():
+    return (
+        f"401 Unauthorized for https://api.example.test/v1/chat?key={STORED_KEY}&alt=sse: "
+        f"Incorrect API key provided: {ENV_KEY}. Header was 'Authorization: Bearer {STORED_KEY}'"
+    )
 
 
 def test_credentials_echoed_in_provider_errors_are_redacted(tmp_path):
-    pm.register(LeakyPlugin(), name="undo-leaky")
+    pm.register(LeakyPlugin(LeakyModel("leaky", url_and_header_leak)), name="undo-leaky")
     try:
         store = Store(tmp_path / "c.db")
         orchestrator = create_consortium(["leaky"], store=store, retries=0)
@@ -144,30 +156,14 @@ TOKEN_ENV = "ACME_TOKEN_FOR_TESTS"
 ENV_TOKEN = "acme.token.9f8e7d6c5b"
 
 
-class EchoingAuthModel(llm.Model):
-    """A provider whose 401 message echoes whatever credentials it was given."""
-
-    model_id = "echoes-keys"
-    key_env_var = TOKEN_ENV
-
-    def execute(self, prompt, stream, response, conversation=None):
-        raise LeakyError(
-            f"401 Unauthorized: credential {llm.get_key(alias='custom')} was rejected; "
-            f"token {ENV_TOKEN} unknown"
-        )
-        yield ""  # pragma: no cover - a generator, like every model
-
-
-class EchoingAuthPlugin:
-    @llm.hookimpl
-    def register_models(self, register):
-        register(EchoingAuthModel())
+def configured_keys_leak():
+    return f"401 Unauthorized: credential {llm.get_key(alias='custom')} was rejected; token {ENV_TOKEN} unknown"
 
 
 def test_configured_keys_of_any_shape_are_redacted_by_value(cli, fakes, user_dir, monkeypatch):
     assert cli("keys", "set", "custom", "--value", CUSTOM_KEY).exit_code == 0
     monkeypatch.setenv(TOKEN_ENV, ENV_TOKEN)
-    pm.register(EchoingAuthPlugin(), name="undo-echoing-auth")
+    pm.register(LeakyPlugin(LeakyModel("echoes-keys", configured_keys_leak, TOKEN_ENV)), name="undo-echoing-auth")
     try:
         with fakes({"fine": {"answer": "42"}, "judge": {"arbiter": True}}):
             members = ["-m", "fine", "-m", "echoes-keys", "--retries", "0"]

@@ -11,17 +11,14 @@ final answer on stdout is printed raw (as ``llm`` prints any model's output).
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import subprocess
 
 import llm
 import pytest
 
-from conftest import LLM_BIN, write_fake_spec
+from conftest import write_fake_spec
 from llm_consortium.terminal import json_dumps, printable
-from test_progress import environment
+from test_progress import environment, run_on_terminal
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 ATTACK = "\x1b]52;c;cHduZWQ=\x07\x1b]0;PWNED\x07\x1b[2J\x9b2J\x9d0;t\x9c\rX"
@@ -109,37 +106,18 @@ def test_a_failed_run_error_message_has_no_control_characters(cli, fakes):
     assert control_bytes(one_off.stderr) == 0
 
 
-def run_on_terminal(args, env, timeout=90):
-    """``llm`` with stdout and stderr both on one pseudo-terminal."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([LLM_BIN, *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    received = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO once the child has closed the terminal
-            break
-        if not data:
-            break
-        received.append(data)
-    os.close(master)
-    code = proc.wait(timeout=timeout)
-    return code, b"".join(received).decode("utf-8", "replace")
-
-
 def test_on_a_real_terminal_zero_bytes_of_control_sequences_arrive(user_dir):
     """The figure: with stderr and stdout on a pseudo-terminal (progress
     off, so that our own drawing does not count), no control byte at all."""
     write_fake_spec(user_dir, SPECS)
     env = environment(LLM_CONSORTIUM_QUIET="1")
-    code, saved = run_on_terminal(
-        ["consortium", "save", "team", *MEMBERS, "--arbiter", "judge", "--max-iterations", "1"], env
+    code, _, saved = run_on_terminal(
+        ["consortium", "save", "team", *MEMBERS, "--arbiter", "judge", "--max-iterations", "1"], env, stdout_too=True
     )
     assert code == 0, saved
-    code, answered = run_on_terminal(["-m", "team", "What is 6 x 7?"], env)
+    code, _, answered = run_on_terminal(["-m", "team", "What is 6 x 7?"], env, stdout_too=True)
     assert code == 0 and answered.rstrip().endswith("42")
     assert "failed: HTTP 500" in answered
-    code, info = run_on_terminal(["consortium", "run-info"], env)
+    code, _, info = run_on_terminal(["consortium", "run-info"], env, stdout_too=True)
     assert code == 0 and "PWNED" in info
     assert control_bytes(answered) + control_bytes(info) == 0
