@@ -623,7 +623,8 @@ class Run:
         else:
             decision = self._fallback_decision(retried, decision, outcome)
         decision.format_problem = problem
-        self._record_decision(iteration, decision, call, reminder, outcome, first_reply=first_reply)
+        decision.reply_ignoring_format = first_reply
+        self._record_decision(iteration, decision, call, reminder, outcome)
         yield ArbiterIgnoredFormat(iteration, config.arbiter or "", problem, decision.fallback)
         return decision, streamed
 
@@ -695,7 +696,6 @@ class Run:
         call: CallOutcome | None,
         prompt: str | None,
         outcome: StrategyOutcome,
-        first_reply: str | None = None,
     ) -> None:
         telemetry = outcome.telemetry
         if decision is not None:
@@ -713,8 +713,6 @@ class Run:
         notes = {key: value for key, value in telemetry.items() if key not in STORED_TELEMETRY}
         if notes:
             data["strategy_notes"] = notes
-        if first_reply is not None:
-            data["reply_ignoring_format"] = first_reply
         self.store.record_decision(
             {
                 "run_id": self.run_id,

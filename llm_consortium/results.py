@@ -101,6 +101,8 @@ class Decision:
     #: Set when the arbiter ignored the format even after a reminder and a
     #: member's answer was used instead: how that answer was chosen.
     fallback: str | None = None
+    #: The first reply, when it ignored the format and the arbiter was asked again.
+    reply_ignoring_format: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ class Decision:
             "outliers": list(self.outliers),
             "format_problem": self.format_problem,
             "fallback": self.fallback,
+            "reply_ignoring_format": self.reply_ignoring_format,
             "raw_arbiter_response": self.raw_arbiter_response,
         }
 
