@@ -96,8 +96,9 @@ class StrategyOutcome:
 
     ``responses`` go to the arbiter. ``telemetry`` may hold
     ``geometric_confidence``, ``centroid_vector``, ``outliers`` (merged into
-    the arbiter decision) and ``embeddings`` / ``clusters`` (row dicts stored
-    in ``response_embeddings`` / ``consensus_clusters``), plus free notes.
+    the arbiter decision) and ``embeddings`` / ``clusters`` (lists of
+    ``ResponseEmbedding`` / ``ClusterSummary`` values the store records),
+    plus free notes.
     """
 
     responses: list[MemberResult]
