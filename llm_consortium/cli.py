@@ -11,7 +11,13 @@ import click
 
 from typing import TYPE_CHECKING
 
-from .defaults import CLUSTERING_ALGORITHMS, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EMBEDDING_BACKENDS
+from .defaults import (
+    CLUSTERING_ALGORITHMS,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    EMBEDDING_BACKENDS,
+    JUDGING_METHODS,
+)
 from .errors import ConfigError, ConsortiumError
 
 if TYPE_CHECKING:
@@ -139,7 +145,7 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--system", "system_prompt", help="System prompt for consortium members"),
         click.option(
             "--judging-method",
-            type=click.Choice(["default", "rank"], case_sensitive=False),
+            type=click.Choice(list(JUDGING_METHODS), case_sensitive=False),
             default="default",
             show_default=True,
             help="Judging method for the arbiter (default=synthesis, rank).",

@@ -16,14 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..defaults import FALSE_WORDS, TRUE_WORDS
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import ConsortiumConfig
     from ..results import IterationContext, Member, MemberResult
 
-TRUE_WORDS = {"true", "yes", "y", "on", "1"}
-FALSE_WORDS = {"false", "no", "n", "off", "0"}
 
 
 @dataclass(frozen=True)
