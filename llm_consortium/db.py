@@ -96,6 +96,17 @@ def json_column(text: Any, default: Any) -> Any:
     return value
 
 
+#: JSON columns of a run row, decoded when runs are read.
+RUN_JSON_COLUMNS = {"config_json": {}, "member_models": {}, "conversation_json": []}
+
+
+def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: json_column(value, RUN_JSON_COLUMNS[key]) if key in RUN_JSON_COLUMNS and value is not None else value
+        for key, value in row.items()
+    }
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
 
@@ -896,7 +907,7 @@ class Store:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return self._query(sql, params)
+        return [_decode_run(row) for row in self._query(sql, params)]
 
     def resolve_run_id(self, run_id: str | None) -> str:
         """A full run id from a unique prefix, or the latest run for ``None``."""
@@ -922,7 +933,7 @@ class Store:
         run; ``members`` are the member rows (not the arbiter's)."""
         full_id = self.resolve_run_id(run_id)
         return {
-            "run": self._query(f"SELECT * FROM {RUNS} WHERE id = ?", [full_id])[0],
+            "run": _decode_run(self._query(f"SELECT * FROM {RUNS} WHERE id = ?", [full_id])[0]),
             "members": self._query(
                 f"SELECT * FROM {MEMBERS} WHERE run_id = ? AND role IS NOT '{ARBITER_ROLE}' "
                 "ORDER BY iteration, position, rowid",
@@ -937,22 +948,15 @@ class Store:
             ),
         }
 
-    def member_turns(self, run_id: str) -> list[dict[str, Any]]:
-        """Member rows of a run (not the arbiter's), in iteration and config order."""
-        return self._query(
-            f"SELECT * FROM {MEMBERS} WHERE run_id = ? AND role IS NOT '{ARBITER_ROLE}' "
-            "ORDER BY iteration, position, rowid",
-            [run_id],
-        )
-
     def training_runs(self, where: RunFilter) -> list[dict[str, Any]]:
         """Finished runs with a final synthesis, oldest first."""
         clause, params = where.where()
-        return self._query(
+        rows = self._query(
             f"SELECT * FROM {RUNS} WHERE {clause} AND status = 'success' "
             "AND final_synthesis IS NOT NULL ORDER BY created_at, rowid",
             params,
         )
+        return [_decode_run(row) for row in rows]
 
     def leaderboard_rows(self, where: RunFilter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(member rows, decision rows) of the matching runs."""

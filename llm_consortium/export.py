@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .db import RunFilter, Store, json_column
+from .db import RunFilter, Store
 
 
 def model_names(name: str) -> list[str]:
@@ -51,7 +51,7 @@ def training_record(run: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, str]] = []
     if run.get("system_prompt"):
         messages.append({"role": "system", "content": run["system_prompt"]})
-    for turn in json_column(run.get("conversation_json"), []) or []:
+    for turn in run.get("conversation_json") or []:
         role, text = turn[0], turn[1]
         if role in ("user", "assistant") and text:
             messages.append({"role": role, "content": text})
@@ -64,7 +64,7 @@ def training_record(run: dict[str, Any]) -> dict[str, Any]:
             "consortium": run.get("config_name"),
             "confidence": run.get("final_confidence"),
             "iterations": run.get("iteration_count"),
-            "members": json_column(run.get("member_models"), {}),
+            "members": run.get("member_models") or {},
             "arbiter": run.get("arbiter"),
             "strategy": run.get("strategy"),
             "judging_method": run.get("judging_method"),

@@ -81,14 +81,6 @@ def _timestamp(text: Any) -> datetime.datetime | None:
         return None
 
 
-def _run_json(row: dict[str, Any]) -> dict[str, Any]:
-    data = dict(row)
-    for key in ("config_json", "member_models", "conversation_json"):
-        if isinstance(data.get(key), str):
-            data[key] = json.loads(data[key])
-    return data
-
-
 def _sum(values: list[Any]) -> int | None:
     present = [value for value in values if value is not None]
     return sum(present) if present else None
@@ -147,7 +139,7 @@ def print_run_details(details: dict[str, Any]) -> None:
     echo(f"Consortium: {run.get('config_name') or '(one-off)'} | Status: {run.get('status')}")
     echo(f"Created: {run['created_at']} | Wall time: {_seconds(run.get('duration_ms'))}")
     echo(f"Details: {run.get('strategy')} strategy, {run.get('judging_method')} judging")
-    members_config = json_column(run.get("member_models"), {})
+    members_config = run.get("member_models") or {}
     if members_config:
         listed = ", ".join(f"{model} x{count}" for model, count in members_config.items())
         echo(f"Members: {listed} | Arbiter: {run.get('arbiter') or '(none)'}")
@@ -160,7 +152,7 @@ def print_run_details(details: dict[str, Any]) -> None:
         echo(f"Error: {run['error']}")
     if run.get("system_prompt"):
         echo(f"System: {run['system_prompt']}")
-    for role, text in json_column(run.get("conversation_json"), []) or []:
+    for role, text in run.get("conversation_json") or []:
         echo(f"Earlier {role}: {_short(text, 100)}")
     echo(f"Prompt: {run.get('user_prompt')}")
     decisions = {row["iteration"]: row for row in details["decisions"]}
@@ -311,7 +303,7 @@ def register(consortium: click.Group) -> None:
 
         rows = shared_store().runs(limit=limit, since=since)
         if json_output:
-            click.echo(json.dumps([_run_json(row) for row in rows], indent=2))
+            click.echo(json.dumps(rows, indent=2))
             return
         if not rows:
             click.echo("No recent consortium executions found.")
@@ -354,7 +346,6 @@ def register(consortium: click.Group) -> None:
         details = shared_store().run_details(run_id)
         if json_output:
             summaries = iteration_summaries(details)
-            details["run"] = _run_json(details["run"])
             details["iterations"] = summaries
             click.echo(json.dumps(details, indent=2))
         else:
