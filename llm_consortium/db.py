@@ -516,10 +516,23 @@ class Store:
         if conn.in_transaction:  # SQLite has already rolled back after some errors
             conn.execute("ROLLBACK")
 
+    # Every value written reaches the database through _insert or _update:
+    # the places to clean text on its way in.
     def _insert(self, db: sqlite_utils.Database, table: str, rows: list[dict[str, Any]], replace: bool = False) -> None:
-        """Every row reaches the database here (the one place to clean text)."""
         if rows:
             db[table].insert_all(rows, replace=replace)
+
+    def _update(self, db: sqlite_utils.Database, table: str, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
+        """Update rows found by their ``keys`` columns to the other values
+        given; the rows share their columns (one statement, executemany)."""
+        if rows:
+            columns = [column for column in rows[0] if column not in keys]
+            sets = ", ".join(f"[{column}] = ?" for column in columns)
+            where = " AND ".join(f"[{key}] = ?" for key in keys)
+            db.conn.executemany(
+                f"UPDATE [{table}] SET {sets} WHERE {where}",
+                [[row[column] for column in columns] + [row[key] for key in keys] for row in rows],
+            )
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Every row read from the database comes through here."""
@@ -591,11 +604,6 @@ class Store:
             if legacy or set(MIGRATION_NAMES) - applied:
                 self._retrying(self._migrate)
             self._migrated = True
-
-    def applied_migrations(self) -> list[str]:
-        with self._lock:
-            self._ensure_schema()
-            return [m.name for m in MIGRATIONS.applied(self.db)]
 
     # -- configurations -------------------------------------------------------
     def save_config(self, name: str, config: dict[str, Any]) -> None:
@@ -675,7 +683,7 @@ class Store:
 
     def _update_run(self, run_id: str, fields: dict[str, Any]) -> None:
         with self._write() as db:
-            db[RUNS].update(run_id, fields)
+            self._update(db, RUNS, ["id"], [{"id": run_id, **fields}])
 
     def record_progress(
         self,
@@ -777,23 +785,23 @@ class Store:
         arbiter (``selected``), and what the strategy noted on each."""
         chosen = {result.response_id for result in selected}
         with self._write() as db:
-            for result in results:
-                db.execute(
-                    f"UPDATE {MEMBERS} SET selected = ?, extra_json = ? WHERE run_id = ? AND response_id = ?",
-                    [int(result.response_id in chosen), _dumps(result.extra) if result.extra else None,
-                     run_id, result.response_id],
-                )
+            self._update(db, MEMBERS, ["run_id", "response_id"], [
+                {"run_id": run_id, "response_id": result.response_id,
+                 "selected": int(result.response_id in chosen),
+                 "extra_json": _dumps(result.extra) if result.extra else None}
+                for result in results
+            ])
 
     def record_eliminated(self, run_id: str, results: Sequence[MemberResult]) -> None:
         """Members a strategy eliminated after their iteration."""
         dropped = [result for result in results if result.eliminated]
         if dropped:
             with self._write() as db:
-                for result in dropped:
-                    db.execute(
-                        f"UPDATE {MEMBERS} SET eliminated = 1, extra_json = ? WHERE run_id = ? AND response_id = ?",
-                        [_dumps(result.extra) if result.extra else None, run_id, result.response_id],
-                    )
+                self._update(db, MEMBERS, ["run_id", "response_id"], [
+                    {"run_id": run_id, "response_id": result.response_id, "eliminated": 1,
+                     "extra_json": _dumps(result.extra) if result.extra else None}
+                    for result in dropped
+                ])
 
     def record_decision(
         self,
