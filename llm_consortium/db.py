@@ -257,10 +257,10 @@ def _ours_to_original_meanings(db: sqlite_utils.Database) -> None:
     )
     # Eliminations were recorded in extra_json, in a decision's JSON, or only
     # implied by a member missing from the next iteration: now one flag.
-    for row in db.query(f"SELECT rowid, extra_json FROM {MEMBERS} WHERE extra_json LIKE '%eliminated%'"):
+    for row in list(db.query(f"SELECT rowid, extra_json FROM {MEMBERS} WHERE extra_json LIKE '%eliminated%'")):
         if json_column(row["extra_json"], {}).get("eliminated"):
             db.execute(f"UPDATE {MEMBERS} SET eliminated = 1 WHERE rowid = ?", [row["rowid"]])
-    for row in db.query(f"SELECT run_id, iteration, decision_json FROM {DECISIONS} WHERE decision_json LIKE '%eliminated%'"):
+    for row in list(db.query(f"SELECT run_id, iteration, decision_json FROM {DECISIONS} WHERE decision_json LIKE '%eliminated%'")):
         listed = json_column(row["decision_json"], {}).get("eliminated") or []
         for member_id in (item for item in listed if not isinstance(item, bool)):
             db.execute(
@@ -287,9 +287,15 @@ def _fill_from_original(db: sqlite_utils.Database) -> None:
     texts and usage are in the ``responses`` table it kept in this file."""
     have_responses = "responses" in db.table_names()
     columns = set(db["responses"].columns_dict) if have_responses else set()
+    wanted = ("model", "prompt", "system", "response", "input_tokens", "output_tokens", "duration_ms")
 
-    def pick(name: str) -> str:
-        return f"r.{name}" if name in columns else "NULL"
+    def logged(response_id: str | None) -> dict[str, Any]:
+        """The original's ``responses`` row of a call (missing columns: None)."""
+        found = []
+        if have_responses and response_id:
+            picked = ", ".join(f"{name if name in columns else 'NULL'} AS {name}" for name in wanted)
+            found = list(db.query(f"SELECT {picked} FROM responses WHERE id = ?", [response_id]))
+        return found[0] if found else dict.fromkeys(wanted)
 
     runs = [row["run_id"] for row in db.query(
         f"SELECT DISTINCT run_id FROM {MEMBERS} WHERE model IS NULL AND role != '{ARBITER_ROLE}'"
@@ -307,18 +313,7 @@ def _fill_from_original(db: sqlite_utils.Database) -> None:
         for model, instance in numbers:
             counts[model] = max(counts.get(model, 0), instance + 1)
         for row in rows:
-            text = {"response": None, "prompt": None, "system": None, "input_tokens": None,
-                    "output_tokens": None, "duration_ms": None}
-            if have_responses:
-                found = list(db.query(
-                    f"SELECT {pick('response')} AS response, {pick('prompt')} AS prompt, "
-                    f"{pick('system')} AS system, {pick('input_tokens')} AS input_tokens, "
-                    f"{pick('output_tokens')} AS output_tokens, {pick('duration_ms')} AS duration_ms "
-                    "FROM responses r WHERE r.id = ?",
-                    [row["response_id"]],
-                ))
-                if found:
-                    text = found[0]
+            text = logged(row["response_id"])
             position = numbers[(row["role"], row["member_index"] or 0)]
             db.execute(
                 f"UPDATE {MEMBERS} SET model = role, instance = member_index, member_id = ?, "
@@ -335,16 +330,7 @@ def _fill_from_original(db: sqlite_utils.Database) -> None:
     # Its decisions: the parsed result is in decision_json, the text in responses.
     for row in list(db.query(f"SELECT rowid, * FROM {DECISIONS} WHERE model IS NULL AND created_at IS NULL")):
         parsed = json_column(row.get("decision_json"), {})
-        found = []
-        if have_responses and row.get("response_id"):
-            found = list(db.query(
-                f"SELECT {pick('model')} AS model, {pick('prompt')} AS prompt, "
-                f"{pick('response')} AS response, {pick('input_tokens')} AS input_tokens, "
-                f"{pick('output_tokens')} AS output_tokens, {pick('duration_ms')} AS duration_ms "
-                "FROM responses r WHERE r.id = ?",
-                [row["response_id"]],
-            ))
-        call = found[0] if found else {}
+        call = logged(row.get("response_id"))
         ranking = json_column(row.get("ranking_json"), None)
         db.execute(
             f"UPDATE {DECISIONS} SET model = ?, prompt = ?, raw_response = ?, input_tokens = ?, "
@@ -358,8 +344,7 @@ def _fill_from_original(db: sqlite_utils.Database) -> None:
     db.execute(
         f"UPDATE {RUNS} SET "
         f"final_synthesis = (SELECT synthesis FROM {DECISIONS} d WHERE d.run_id = {RUNS}.id ORDER BY d.iteration DESC LIMIT 1), "
-        f"arbiter = (SELECT model FROM {DECISIONS} d WHERE d.run_id = {RUNS}.id AND d.model IS NOT NULL LIMIT 1), "
-        f"finished_at = created_at "
+        f"arbiter = (SELECT model FROM {DECISIONS} d WHERE d.run_id = {RUNS}.id AND d.model IS NOT NULL LIMIT 1) "
         f"WHERE config_json IS NULL AND final_synthesis IS NULL"
     )
     db.execute(

@@ -140,3 +140,25 @@ def test_a_run_left_running_by_a_killed_process_is_marked_interrupted(tmp_path):
     statuses = {row["id"]: (row["status"], row["error"]) for row in store.runs()}
     assert statuses["orphan"] == ("interrupted", "the process running it ended without finishing it")
     assert statuses["mine"] == ("running", None)
+
+
+def test_a_member_row_holds_the_originals_meanings_and_ours_beside_them(tmp_path):
+    from llm_consortium.calls import CallOutcome
+    from llm_consortium.results import Decision, Member, MemberResult
+
+    store = Store(tmp_path / "c.db")
+    store.start_run("r", "q", ConsortiumConfig(models={"a": 1, "b": 2}, arbiter="judge"))
+    result = MemberResult(
+        member=Member("3", "b", 1, 2), iteration=1, response_id="resp-b1", text="<answer>x</answer>",
+        answer="x", confidence=0.7, role="fact checker",
+    )
+    store.record_member("r", result)
+    call = CallOutcome("<synthesis>x</synthesis>", None, "resp-arb", 5, 6, 7, 1)
+    store.record_decision("r", 1, Decision(synthesis="x", confidence=0.9), arbiter="judge", call=call)
+    rows = store.query("select * from consortium_members order by rowid")
+    assert [(r["role"], r["member_index"], r["member_id"], r["position"], r["member_role"]) for r in rows] == [
+        ("b", 1, "3", 2, "fact checker"),
+        ("arbiter", 0, None, None, None),
+    ]
+    assert rows[1]["response_id"] == "resp-arb"
+    assert [m["response_id"] for m in store.run_details("r")["members"]] == ["resp-b1"]
