@@ -1067,7 +1067,9 @@ def save_response_embedding(
 
 def get_embeddings_for_run(run_id: str) -> list[Any]:
     """The run's stored embeddings as numpy arrays (as the original returns them)."""
-    import numpy as np
+    from .embeddings import import_optional
+
+    np = import_optional("numpy")
 
     return [np.array(vector, dtype=float) for vector in shared_store().embeddings_for_run(run_id)]
 
