@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .defaults import FALSE_WORDS, TRUE_WORDS
 from .prompts import load
 from .results import Decision, MemberResult
 
@@ -44,8 +45,6 @@ _NUMBER = re.compile(r"[-+]?[0-9]+(?:[.,][0-9]+)?")
 _RATIO = re.compile(
     r"^\s*([0-9]+(?:[.,][0-9]+)?)\s*(?:/|out\s+of)\s*([0-9]+(?:[.,][0-9]+)?)\s*$", re.IGNORECASE
 )
-_TRUE = {"true", "yes", "y", "1"}
-_FALSE = {"false", "no", "n", "0"}
 T = TypeVar("T")
 
 
@@ -93,9 +92,9 @@ def parse_confidence(text: str | None) -> float | None:
 
 def parse_bool(text: str | None) -> bool | None:
     word = (text or "").strip().strip(".").lower()
-    if word in _TRUE:
+    if word in TRUE_WORDS:
         return True
-    if word in _FALSE:
+    if word in FALSE_WORDS:
         return False
     return None
 

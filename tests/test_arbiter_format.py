@@ -23,7 +23,7 @@ from llm.plugins import pm
 
 from conftest import db_rows, fake_models
 from llm_consortium import create_consortium
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 
 RANK_1 = '<ranking><rank position="1">1</rank><rank position="2">2</rank></ranking>'
 REPLIES = {

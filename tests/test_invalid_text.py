@@ -14,7 +14,7 @@ import subprocess
 
 from conftest import LLM_BIN, db_rows, write_fake_spec
 from llm_consortium import create_consortium
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 
 SPECS = {
     "clean": {"answer": "42"},
@@ -35,7 +35,7 @@ def test_a_lone_surrogate_in_a_reply_or_the_prompt_is_stored_as_a_replacement_ch
     assert responses["clean"].count("<answer>42</answer>") == 1
     (run,) = store.query("select status, user_prompt from consortium_runs")
     assert run == {"status": "success", "user_prompt": "What is 6 x 7? \ufffd"}
-    stored = {row["model"]: row["response"] for row in store.query("select model, response from consortium_members")}
+    stored = {row["model"]: row["response"] for row in store.query("select model, response from consortium_members where role != 'arbiter'")}
     assert stored == responses
 
 

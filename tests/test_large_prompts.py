@@ -8,7 +8,7 @@ import json
 import sqlite3
 
 from llm_consortium import create_consortium
-from llm_consortium.store import shared_store
+from llm_consortium.db import shared_store
 
 MODELS = {"fake-a": {"answer": "42"}, "fake-b": {"answer": "42"}, "judge": {"arbiter": True}}
 PROMPT = "Summarise this log. " + "".join(f"line {n}: all quiet\n" for n in range(250_000))  # ~5 MB

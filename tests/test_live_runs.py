@@ -23,7 +23,7 @@ import pytest
 
 from conftest import LLM_BIN, db_rows, write_fake_spec
 from llm_consortium.liveness import current_owner, process_start
-from llm_consortium.store import shared_store
+from llm_consortium.db import shared_store
 
 MODELS = {"fake-a": {"answer": "42"}, "judge": {"arbiter": True}}
 

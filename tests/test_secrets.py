@@ -14,7 +14,7 @@ from llm.plugins import pm
 
 from conftest import db_rows
 from llm_consortium import create_consortium
-from llm_consortium.store import Store, shared_store
+from llm_consortium.db import Store, shared_store
 from openai_server import serve, write_extra_openai_models
 
 STORED_KEY = "sk-stored-SECRET-0123456789abcdef"

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from llm_consortium.store import shared_store
+from llm_consortium.db import shared_store
 
 MODELS = {
     "fake-a": {"answer": "42", "confidence": 0.9, "usage": [10, 5]},
