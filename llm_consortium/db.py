@@ -451,7 +451,10 @@ class RunFilter:
             clauses.append(f"{alias}.config_name = ?")
             params.append(self.consortium)
         if self.min_confidence is not None:
-            clauses.append(f"{alias}.final_confidence >= ?")
+            # A confidence stored as text (a hand-edit) is no confidence.
+            clauses.append(
+                f"typeof({alias}.final_confidence) IN ('integer', 'real') AND {alias}.final_confidence >= ?"
+            )
             params.append(self.min_confidence)
         if self.status:
             clauses.append(f"{alias}.status = ?")

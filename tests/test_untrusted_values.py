@@ -58,6 +58,8 @@ def test_reports_show_or_skip_wrong_typed_values_with_one_warning(cli, edited_ru
     assert "consortium_runs.duration_ms" in warnings[0] or "duration_ms" in warnings[0]
     if args[-1] == "--json":
         json.loads(result.stdout)
+    if "--min-confidence" in args:
+        assert result.stdout == ""  # 'high' is not at least 0.5: the run is not exported
 
 
 def test_run_info_still_shows_the_answers_and_what_is_usable(cli, edited_run):
