@@ -105,6 +105,7 @@ class ConsortiumConfig(BaseModel):
 
     def _check(self) -> None:
         from .strategies import get_strategy_class
+        from .strategies.factory import strategy_name
 
         if self.max_iterations < 1:
             raise ConfigError("max_iterations must be at least 1")
@@ -141,7 +142,7 @@ class ConsortiumConfig(BaseModel):
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
         strategy_class = get_strategy_class(self.strategy)
-        self.strategy = strategy_class.name
+        self.strategy = strategy_name(strategy_class)
         self.strategy_params = strategy_class.convert_params(self.strategy_params)
         strategy_class.check_config(self)
         if strategy_class.forced_judging_method:

@@ -205,3 +205,4 @@ def m003_run_status_index(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS idx_consortium_runs_status ON consortium_runs(status)"
     )
+

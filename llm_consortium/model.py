@@ -70,6 +70,20 @@ class ConsortiumModel(llm.Model):
     def __init__(self, model_id: str, config: ConsortiumConfig) -> None:
         self.model_id = str(model_id)
         self.config = config
+        # One orchestrator per llm conversation of this process (``llm chat``),
+        # so that each member continues its own conversation turn after turn.
+        self._orchestrators: dict[str, ConsortiumOrchestrator] = {}
+
+    def get_orchestrator(self, conversation: llm.Conversation | None = None) -> ConsortiumOrchestrator:
+        """An orchestrator for this consortium; the same one for every turn of
+        ``conversation`` (a new one without)."""
+        key = getattr(conversation, "id", None)
+        if key is None or key not in self._orchestrators:
+            orchestrator = ConsortiumOrchestrator(self.config, config_name=self.model_id, store=shared_store())
+            if key is None:
+                return orchestrator
+            self._orchestrators[key] = orchestrator
+        return self._orchestrators[key]
 
     def __str__(self) -> str:
         return f"Consortium: {self.model_id}"
@@ -117,7 +131,8 @@ class ConsortiumModel(llm.Model):
             )
         except ConsortiumError as ex:
             raise llm.ModelError(str(ex)) from None
-        orchestrator = ConsortiumOrchestrator(config, config_name=self.model_id, store=store)
+        orchestrator = self.get_orchestrator(conversation)
+        orchestrator.config = config
         run = orchestrator.run(
             prompt.prompt,
             history=history_from_messages(prompt.messages),

@@ -320,6 +320,61 @@ class Store:
                 [(_dumps(extra), run_id, response_id) for response_id, extra in extras.items()],
             )
 
+    def runs_answering(self, config_name: str | None, turns: list[tuple[str, str]]) -> list[str]:
+        """The runs that produced an earlier conversation: for each
+        ``(user prompt, answer)`` pair, the latest successful run of this
+        consortium with that prompt and final synthesis (pairs no run
+        answered are skipped). This is how ``llm -c`` / ``--cid`` history,
+        which ``llm`` passes as plain messages, leads back to the runs."""
+        found: list[str] = []
+        for prompt, answer in turns:
+            rows = self._read(
+                "SELECT id FROM consortium_runs WHERE config_name IS ? AND user_prompt = ? "
+                "AND status = 'success' AND (final_synthesis = ? OR final_synthesis = ?) "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (config_name, prompt, answer, answer.strip()),
+            )
+            if rows and rows[0]["id"] not in found:
+                found.append(rows[0]["id"])
+        return found
+
+    def conversation_threads(
+        self, run_ids: list[str]
+    ) -> tuple[dict[tuple[str, int], list[tuple[str, str]]], list[tuple[str, str]]]:
+        """Each member instance's own ``(prompt, answer)`` turns, and the
+        arbiter's, over ``run_ids`` in that order: what each of them has
+        already seen."""
+        order = {run_id: position for position, run_id in enumerate(run_ids)}
+        if not order:
+            return {}, []
+        marks = ", ".join("?" * len(order))
+        members: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        for row in sorted(
+            self._read(
+                "SELECT run_id, model, instance, iteration, prompt, response FROM consortium_members "
+                f"WHERE run_id IN ({marks}) AND error IS NULL AND response IS NOT NULL "
+                "AND model IS NOT NULL ORDER BY iteration, rowid",
+                list(order),
+            ),
+            key=lambda row: (order[row["run_id"]], row["iteration"]),
+        ):
+            members.setdefault((row["model"], row["instance"]), []).append(
+                (row["prompt"] or "", row["response"] or "")
+            )
+        arbiter = [
+            (row["prompt"] or "", row["raw_response"] or "")
+            for row in sorted(
+                self._read(
+                    "SELECT run_id, iteration, prompt, raw_response FROM arbiter_decisions "
+                    f"WHERE run_id IN ({marks}) AND error IS NULL AND raw_response IS NOT NULL "
+                    "AND prompt IS NOT NULL",
+                    list(order),
+                ),
+                key=lambda row: (order[row["run_id"]], row["iteration"]),
+            )
+        ]
+        return members, arbiter
+
     def record_decision(self, row: dict[str, Any]) -> None:
         self._insert("arbiter_decisions", row, replace=True)
 
