@@ -485,7 +485,7 @@ def add_commands(consortium: click.Group) -> None:
         """
         from .strategies import available_strategies
 
-        described = [cls.describe() for cls in available_strategies().values()]
+        described = [{**cls.describe(), "name": name} for name, cls in available_strategies().items()]
         if json_output:
             click.echo(json.dumps(described, indent=2))
             return

@@ -144,6 +144,14 @@ class ConsortiumConfig(BaseModel):
         strategy_class = get_strategy_class(self.strategy)
         self.strategy = strategy_name(strategy_class)
         self.strategy_params = strategy_class.convert_params(self.strategy_params)
+        try:  # the strategy's own checks (``_validate_params``), before any run
+            strategy_class(None, self.strategy_params)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as ex:
+            raise ConfigError(f"Invalid parameters for strategy '{self.strategy}': {ex}") from None
+        except AttributeError:
+            pass  # it needs a real orchestrator to check more: checked when a run starts
         strategy_class.check_config(self)
         if strategy_class.forced_judging_method:
             self.judging_method = strategy_class.forced_judging_method

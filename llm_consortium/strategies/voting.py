@@ -126,6 +126,9 @@ class VotingStrategy(ConsortiumStrategy):
         )
         state["consensus_count" if consensus else "no_consensus_count"] += 1
         chosen = largest if consensus else []
+        for number, group in enumerate(groups):
+            for response in group:
+                response["voting_group"] = number
         for response in successful_responses:
             response.update(
                 voting_selected=any(response is member for member in chosen),
