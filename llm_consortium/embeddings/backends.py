@@ -156,8 +156,7 @@ class OpenAIBackend(BaseEmbeddingBackend):
         return llm.get_key(alias="openai", env="OPENAI_API_KEY")
 
     def check(self) -> None:
-        if openai is None:
-            _require_installed("openai")
+        _require_installed("openai")
         if not self._key():
             raise EmbeddingError(
                 "openai embedding backend needs an API key: "
@@ -238,13 +237,13 @@ class _HTTPResponse:
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             detail = self.body.decode("utf-8", "replace")[:_ERROR_BODY_CHARS]
-            raise EmbeddingError(f"HTTP {self.status_code} from {self.url}: {detail}")
+            raise OSError(f"HTTP {self.status_code} from {self.url}: {detail}")
 
     def json(self) -> Any:
         try:
             return json.loads(self.body)
-        except ValueError as exc:
-            raise EmbeddingError(f"response from {self.url} is not JSON") from exc
+        except ValueError:
+            raise ValueError(f"response from {self.url} is not JSON") from None
 
 
 class _URLLibClient:

@@ -39,13 +39,16 @@ class EmbeddingService:
     def cache_key(text: str) -> str:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def _backend_name(self) -> str:
-        return f"{getattr(self.backend, 'name', type(self.backend).__name__)} embedding"
+    def _fail(self, cause: str) -> EmbeddingError:
+        fail = getattr(self.backend, "fail", None)
+        if fail is not None:
+            return fail(cause)
+        return EmbeddingError(f"{type(self.backend).__name__} embedding failed: {cause}")
 
     def _checked(self, vectors: Any, expected: int) -> list[Any]:
         if not isinstance(vectors, (list, tuple)) or len(vectors) != expected:
             got = len(vectors) if isinstance(vectors, (list, tuple)) else type(vectors).__name__
-            raise EmbeddingError(f"{self._backend_name()} failed: expected {expected} vectors, got {got}")
+            raise self._fail(f"expected {expected} vectors, got {got}")
         checked = []
         for index, vector in enumerate(vectors):
             try:
@@ -55,22 +58,17 @@ class EmbeddingService:
             if array is None or array.ndim != 1 or array.size == 0 or not all(
                 math.isfinite(x) for x in array.tolist()
             ):
-                raise EmbeddingError(
-                    f"{self._backend_name()} failed: vector {index} is not a non-empty list of numbers"
-                )
+                raise self._fail(f"vector {index} is not a non-empty list of numbers")
             checked.append(array)
         return checked
 
     def _call(self, texts: list[str]) -> list[Any]:
         try:
-            if len(texts) == 1:
-                vectors = [self.backend.embed(texts[0])]
-            else:
-                vectors = list(self.backend.embed_batch(texts))
+            vectors = list(self.backend.embed_batch(texts))
         except EmbeddingError:
             raise
         except Exception as exc:
-            raise EmbeddingError(f"{self._backend_name()} failed: {describe_error(exc)}") from exc
+            raise self._fail(describe_error(exc)) from exc
         return self._checked(vectors, len(texts))
 
     def embed(self, text: str) -> Any:
@@ -109,7 +107,7 @@ class EmbeddingService:
         except EmbeddingError:
             raise
         except Exception as exc:
-            raise EmbeddingError(f"{self._backend_name()} failed: {describe_error(exc)}") from exc
+            raise self._fail(describe_error(exc)) from exc
 
 
 def create_embedding_service(config: Any) -> EmbeddingService:
