@@ -143,12 +143,14 @@ class BaseEmbeddingBackend(ABC):
         return f"<{type(self).__name__} {self.name}:{self.model}>"
 
 
+OPENAI_DIMENSIONS = {"text-embedding-3-large": 3072}  # the others: 1536
+
+
 class OpenAIBackend(BaseEmbeddingBackend):
     name = "openai"
 
     def __init__(self, model: str = "text-embedding-3-small") -> None:
         self.model = model or "text-embedding-3-small"
-        self._dimension = 1536
 
     def _key(self) -> str | None:
         import llm
@@ -177,10 +179,7 @@ class OpenAIBackend(BaseEmbeddingBackend):
     def _create(self, inputs: str | list[str]) -> list[Any]:
         response = self._client().embeddings.create(input=inputs, model=self.model)
         items = sorted(response.data, key=lambda item: getattr(item, "index", 0) or 0)
-        vectors = [as_vector(item.embedding) for item in items]
-        if vectors:
-            self._dimension = int(len(vectors[0]))
-        return vectors
+        return [as_vector(item.embedding) for item in items]
 
     def embed(self, text: str) -> Any:
         return self._create(text)[0]
@@ -192,7 +191,7 @@ class OpenAIBackend(BaseEmbeddingBackend):
         return vectors
 
     def dimension(self) -> int:
-        return self._dimension
+        return OPENAI_DIMENSIONS.get(self.model, 1536)
 
 
 class SentenceTransformerBackend(BaseEmbeddingBackend):
