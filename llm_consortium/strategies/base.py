@@ -125,15 +125,17 @@ class ConsortiumStrategy(ABC):
     #: The name users give to ``--strategy`` (for plugin-registered strategies).
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    #: Declared parameters (optional): converted, defaulted and range-checked.
-    parameters: ClassVar[Sequence[Param]] = ()
+    #: Declared parameters: converted, defaulted and range-checked; ``()``
+    #: for a strategy that takes none. ``None`` (a strategy written for the
+    #: original): undeclared, every parameter is passed as given.
+    parameters: ClassVar[Sequence[Param] | None] = None
     #: A judging method the strategy requires ("rank" for elimination).
     forced_judging_method: ClassVar[str | None] = None
 
     def __init__(self, orchestrator: Any, params: Mapping[str, Any] | None = None) -> None:
         self.orchestrator = orchestrator
         self.params: dict[str, Any] = self.convert_params(params)
-        for param in self.parameters:
+        for param in self.parameters or ():
             setattr(self, param.name, self.params[param.name])
         self.iteration_state: dict[str, Any] = {}
         self._validate_params()
@@ -146,7 +148,7 @@ class ConsortiumStrategy(ABC):
     def convert_params(cls, raw: Mapping[str, Any] | None) -> dict[str, Any]:
         """Declared parameters converted, with defaults filled in; keys the
         strategy does not declare are kept unchanged."""
-        declared = {param.name: param for param in cls.parameters}
+        declared = {param.name: param for param in cls.parameters or ()}
         converted = {name: param.default for name, param in declared.items()}
         for key, value in (raw or {}).items():
             converted[key] = declared[key].convert(value) if key in declared else value
@@ -155,9 +157,9 @@ class ConsortiumStrategy(ABC):
 
     @classmethod
     def undeclared_params(cls, raw: Mapping[str, Any] | None) -> list[str]:
-        """Keys of ``raw`` this strategy does not use (it declares parameters
-        and these are not among them)."""
-        if not cls.parameters:
+        """Keys of ``raw`` this strategy does not use (when it declares its
+        parameters)."""
+        if cls.parameters is None:
             return []
         declared = {param.name for param in cls.parameters}
         return [key for key in (raw or {}) if key not in declared]
@@ -176,7 +178,7 @@ class ConsortiumStrategy(ABC):
             "name": cls.name,
             "class_name": cls.__name__,
             "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
-            "params": [param.describe() for param in cls.parameters],
+            "params": [param.describe() for param in cls.parameters or ()],
             "forced_judging_method": cls.forced_judging_method,
         }
 

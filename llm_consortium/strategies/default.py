@@ -10,6 +10,7 @@ class DefaultStrategy(ConsortiumStrategy):
 
     name = "default"
     description = "Run all configured members and synthesize their responses."
+    parameters = ()
 
     def select_models(
         self, available_models: dict[str, int], current_prompt: str, iteration: int
