@@ -214,7 +214,8 @@ def print_run_details(details: dict[str, Any]) -> None:
 def _print_member(member: dict[str, Any], judged: bool, outliers: set[str]) -> None:
     echo = click.echo
     label = f"{member['model']}[{member['instance']}]"
-    role = f" role={member['role']}" if member.get("role") not in (None, "member") else ""
+    strategy_role = (json_column(member.get("extra_json"), {}) or {}).get("strategy_role")
+    role = f" role={strategy_role}" if strategy_role else ""
     head = f"  Member #{member['member_id']} {label}{role}"
     attempts = member.get("attempts") or 0
     retried = f", {attempts} attempts" if attempts > 1 else ""
