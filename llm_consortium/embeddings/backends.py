@@ -143,11 +143,32 @@ class BaseEmbeddingBackend(ABC):
         return f"<{type(self).__name__} {self.name}:{self.model}>"
 
 
+class _RequestBackend(BaseEmbeddingBackend):
+    """A backend that sends one text, or a batch of up to ``batch_size``, per
+    request (``_request``)."""
+
+    batch_size: ClassVar[int]
+
+    @abstractmethod
+    def _request(self, inputs: str | list[str]) -> list[Any]:
+        """The vectors for ``inputs`` (one text, or a list)."""
+
+    def embed(self, text: str) -> Any:
+        return self._request(text)[0]
+
+    def embed_batch(self, texts: Sequence[str]) -> list[Any]:
+        vectors: list[Any] = []
+        for batch in _chunks(list(texts), self.batch_size):
+            vectors.extend(self._request(batch))
+        return vectors
+
+
 OPENAI_DIMENSIONS = {"text-embedding-3-large": 3072}  # the others: 1536
 
 
-class OpenAIBackend(BaseEmbeddingBackend):
+class OpenAIBackend(_RequestBackend):
     name = "openai"
+    batch_size = OPENAI_BATCH_SIZE
 
     def __init__(self, model: str = "text-embedding-3-small") -> None:
         self.model = model or "text-embedding-3-small"
@@ -176,19 +197,10 @@ class OpenAIBackend(BaseEmbeddingBackend):
             )
         return openai  # the module's own client (OPENAI_API_KEY)
 
-    def _create(self, inputs: str | list[str]) -> list[Any]:
+    def _request(self, inputs: str | list[str]) -> list[Any]:
         response = self._client().embeddings.create(input=inputs, model=self.model)
         items = sorted(response.data, key=lambda item: getattr(item, "index", 0) or 0)
         return [as_vector(item.embedding) for item in items]
-
-    def embed(self, text: str) -> Any:
-        return self._create(text)[0]
-
-    def embed_batch(self, texts: Sequence[str]) -> list[Any]:
-        vectors: list[Any] = []
-        for batch in _chunks(list(texts), OPENAI_BATCH_SIZE):
-            vectors.extend(self._create(batch))
-        return vectors
 
     def dimension(self) -> int:
         return OPENAI_DIMENSIONS.get(self.model, 1536)
@@ -263,8 +275,9 @@ class _URLLibClient:
             return _HTTPResponse(url, exc.code, exc.read())
 
 
-class ChutesBackend(BaseEmbeddingBackend):
+class ChutesBackend(_RequestBackend):
     name = "chutes"
+    batch_size = CHUTES_BATCH_SIZE
 
     def __init__(
         self,
@@ -293,7 +306,7 @@ class ChutesBackend(BaseEmbeddingBackend):
     def check(self) -> None:
         self._token()
 
-    def _post(self, inputs: str | list[str]) -> list[Any]:
+    def _request(self, inputs: str | list[str]) -> list[Any]:
         openai_style = self.endpoint.rstrip("/").endswith("/embeddings")
         payload = (
             {"input": inputs, "model": self.model}
@@ -328,15 +341,6 @@ class ChutesBackend(BaseEmbeddingBackend):
             "unexpected response shape (expected a list of vectors "
             'or {"data": [{"embedding": ...}]})'
         )
-
-    def embed(self, text: str) -> Any:
-        return self._post(text)[0]
-
-    def embed_batch(self, texts: Sequence[str]) -> list[Any]:
-        vectors: list[Any] = []
-        for batch in _chunks(list(texts), CHUTES_BATCH_SIZE):
-            vectors.extend(self._post(batch))
-        return vectors
 
     def dimension(self) -> int:
         return self._dimension
