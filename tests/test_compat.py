@@ -340,3 +340,13 @@ def test_cluster_eps_keeps_what_sklearn_cosine_dbscan_keeps_on_the_same_embeddin
         assert cli("-m", "sem", "Capital?").exit_code == 0
     selected = rows(user_dir, "select member_id from consortium_members where selected = 1 order by cast(member_id as integer)")
     assert [int(row["member_id"]) for row in selected] == kept_by_sklearn
+
+
+def test_a_semantic_consortium_the_original_saved_without_a_backend_loads_and_says_why_it_cannot_run(cli, fakes, user_dir):
+    # The original saved `--strategy semantic` without --embedding-backend.
+    write_original_config(user_dir, "old-sem", {**ORIGINAL_CONFIG, "strategy": "semantic", "strategy_params": None})
+    with fakes(MEMBERS):
+        models = cli("models")
+        with pytest.raises(llm.ModelError, match="semantic strategy needs an embedding backend"):
+            cli("-m", "old-sem", "Capital?")
+    assert "Consortium: old-sem" in models.stdout and models.stderr == ""
