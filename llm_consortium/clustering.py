@@ -75,13 +75,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .defaults import CLUSTERING_ALGORITHMS
 from .embeddings import MissingExtraError, import_optional
 from .geometry import Vector, centroid, cosine_distance, pairwise_distances
 
 if TYPE_CHECKING:
     import numpy
 
-ALGORITHMS = ("dbscan", "hdbscan", "tropical")
 NOISE = -1
 MAX_EPS = 2.0  # 1 - cos never exceeds 2 (opposite directions)
 
@@ -112,8 +112,8 @@ class ClusteringResult:
 
 def _check_algorithm(algorithm: str) -> str:
     name = algorithm.strip().lower() if isinstance(algorithm, str) else algorithm
-    if name not in ALGORITHMS:
-        valid = ", ".join(ALGORITHMS)
+    if name not in CLUSTERING_ALGORITHMS:
+        valid = ", ".join(CLUSTERING_ALGORITHMS)
         raise ValueError(
             f"unknown clustering algorithm {algorithm!r}; valid algorithms: {valid}"
         )

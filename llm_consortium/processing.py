@@ -16,29 +16,17 @@ from typing import Any
 
 from .errors import RunFailed
 from .geometry import GeometricSummary, centroid, cosine_distance, geometric_confidence
-from .results import MemberResult
+from .results import ClusterSummary, MemberResult
 
 #: Keys of a response dict the orchestrator writes (not a strategy's notes).
 BASE_KEYS = frozenset(
     {
         "model", "instance", "id", "response_id", "response", "answer", "confidence",
         "error", "iteration", "role", "input_tokens", "output_tokens", "duration_ms",
-        "attempts", "embedding",
+        "attempts", "embedding", "eliminated",
     }
 )
 NOISE = -1
-
-
-@dataclass(frozen=True)
-class ClusterValue:
-    """One cluster of responses (member ids), with its statistics."""
-
-    cluster_id: int
-    member_ids: list[str]
-    centroid: list[float]
-    radius: float
-    density: float
-    is_consensus: bool
 
 
 @dataclass
@@ -49,7 +37,7 @@ class Processed:
     #: Every result given to the strategy.
     considered: list[MemberResult] = field(default_factory=list)
     embeddings: dict[str, list[float]] = field(default_factory=dict)  # member id -> vector
-    clusters: list[ClusterValue] = field(default_factory=list)
+    clusters: list[ClusterSummary] = field(default_factory=list)
     geometry: GeometricSummary | None = None
 
 
@@ -58,20 +46,22 @@ def _vector(value: Any) -> list[float]:
 
 
 def keep_notes(results: list[MemberResult], dicts: list[dict[str, Any]]) -> None:
-    """Copy what a strategy added to response dicts into the results' ``extra``."""
+    """Copy what a strategy added to response dicts into the results' ``extra``
+    (and an ``eliminated`` mark into the result's flag)."""
     by_id = {int(result.member.id): result for result in results}
     for data in dicts:
         result = by_id.get(data.get("id"))  # type: ignore[arg-type]
         if result is None:
             continue
+        result.eliminated = result.eliminated or bool(data.get("eliminated"))
         for key, value in data.items():
             if key not in BASE_KEYS:
                 result.extra[key] = value.tolist() if hasattr(value, "tolist") else value
 
 
 def _clusters(
-    dicts: list[dict[str, Any]], chosen: set[str], embeddings: dict[str, list[float]]
-) -> list[ClusterValue]:
+    dicts: list[dict[str, Any]], chosen: set[str], embeddings: dict[str, list[float]], algorithm: str
+) -> list[ClusterSummary]:
     groups: dict[int, list[str]] = {}
     for data in dicts:
         label = data.get("cluster_id")
@@ -83,12 +73,13 @@ def _clusters(
         center = centroid([embeddings[member_id] for member_id in member_ids])
         distances = [cosine_distance(embeddings[member_id], center) for member_id in member_ids]
         clusters.append(
-            ClusterValue(
-                cluster_id=label,
-                member_ids=member_ids,
+            ClusterSummary(
+                label=label,
                 centroid=center,
                 radius=max(distances),
                 density=1.0 - sum(distances) / len(distances),
+                member_ids=member_ids,
+                algorithm=algorithm,
                 is_consensus=set(member_ids) <= chosen,
             )
         )
@@ -123,6 +114,11 @@ def process_with(strategy: Any, results: list[MemberResult], iteration: int) -> 
         responses=chosen,
         considered=list(results),
         embeddings=embeddings,
-        clusters=_clusters(dicts, {result.member.id for result in chosen}, embeddings),
+        clusters=_clusters(
+            dicts,
+            {result.member.id for result in chosen},
+            embeddings,
+            str((getattr(strategy, "params", None) or {}).get("clustering_algorithm") or ""),
+        ),
         geometry=geometric_confidence(passed) if passed else None,
     )

@@ -167,8 +167,8 @@ def test_a_strategy_written_for_the_original_runs_unchanged(cli, fakes, user_dir
     assert [call["prompt"] for call in alpha_calls][0] == "Capital of France?"
     assert alpha_calls[1]["prompt"].startswith("Improve on: ")
     assert alpha_calls[0]["system"].startswith("You are alpha, instance 0.")
-    found = rows(user_dir, "select iteration, model, instance from consortium_members order by rowid")
-    assert [(r["iteration"], r["model"], r["instance"]) for r in found if r["model"] != "judge"] == [
+    found = rows(user_dir, "select iteration, model, instance from consortium_members where role != 'arbiter' order by rowid")
+    assert [(r["iteration"], r["model"], r["instance"]) for r in found] == [
         (1, "alpha", 0), (1, "beta", 0), (2, "alpha", 0), (2, "beta", 0)
     ]
     assert [ids for _, ids in original_strategy.seen] == [[1, 3], [1, 3]]

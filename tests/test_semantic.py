@@ -53,7 +53,7 @@ SEMANTIC = [
 
 
 def members(user_dir: Path) -> list[dict]:
-    found = rows(user_dir, "SELECT * FROM consortium_members ORDER BY iteration, member_index")
+    found = rows(user_dir, "SELECT * FROM consortium_members WHERE role != 'arbiter' ORDER BY iteration, position")
     for row in found:
         row["extra"] = json.loads(row["extra_json"]) if row["extra_json"] else {}
     return found
@@ -203,8 +203,7 @@ def test_near_duplicates_form_the_consensus_and_the_off_topic_answer_is_dropped(
     _, paris_centroid, paris_distances = hand_geometry([PARIS_1, PARIS_2, PARIS_3])
     assert json.loads(cluster["centroid_json"]) == pytest.approx(paris_centroid)
     assert cluster["radius"] == pytest.approx(max(paris_distances))
-    # the original's density: 1 - mean distance to the centroid
-    assert cluster["density"] == pytest.approx(1 - sum(paris_distances) / 3)
+    assert cluster["density"] == pytest.approx(1 - sum(paris_distances) / 3)  # the original's meaning
 
     # Geometric confidence covers the answers passed to the arbiter, as the original.
     [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")

@@ -26,7 +26,7 @@ PARIS_LOWER = "paris is the capital of france"
 def members(user_dir: Path) -> list[dict]:
     found = rows(
         user_dir,
-        "SELECT * FROM consortium_members ORDER BY iteration, member_index",
+        "SELECT * FROM consortium_members WHERE role != 'arbiter' ORDER BY iteration, position",
     )
     for row in found:
         row["extra"] = json.loads(row["extra_json"]) if row["extra_json"] else {}
@@ -248,7 +248,7 @@ def test_elimination_drops_the_worst_ranked_model_after_each_iteration(cli, fake
     # keep_minimum (models, as in the original): nothing more is eliminated.
     assert ids_by_iteration(user_dir) == {1: ["1", "2", "3", "4"], 2: ["1", "2", "3"], 3: ["1", "2", "3"]}
     eliminated = [(row["iteration"], row["member_id"], row["extra"].get("eliminated_rank"))
-                  for row in members(user_dir) if row["extra"].get("eliminated")]
+                  for row in members(user_dir) if row["eliminated"]]
     assert eliminated == [(1, "4", 4)]
     assert "--- Iteration 3 ---" in info.stdout
     assert "Member #4" not in info.stdout.split("--- Iteration 2 ---")[1]
@@ -279,7 +279,7 @@ def test_elimination_counts_failed_members_as_worst(fakes, user_dir):
     assert ids_by_iteration(user_dir) == {1: ["1", "2", "3", "4"], 2: ["1", "2", "4"]}
     [broken] = [row for row in members(user_dir) if row["member_id"] == "3"]
     assert broken["status"] == "failed"
-    assert broken["extra"] == {"eliminated": True, "eliminated_rank": None}
+    assert broken["eliminated"] == 1 and broken["extra"] == {"eliminated_rank": None}
     assert result["iterations"][1]["selected_models"] == {"fake-good": 2, "fake-odd": 1}
 
 
@@ -343,13 +343,13 @@ def test_role_gives_each_instance_its_own_role_and_keeps_it_across_iterations(cl
     found = members(user_dir)
     assert len(found) == 10
     by_iteration = {n: [row for row in found if row["iteration"] == n] for n in (1, 2)}
-    first = [row["extra"]["strategy_role"] for row in by_iteration[1]]
+    first = [row["member_role"] for row in by_iteration[1]]
     assert first[:3] == ["generator", "devil's advocate", "fact checker"]
     assert all(role.startswith("personality (") for role in first[3:])
     assert len(set(first)) == 5
     # The same instance keeps its role (and system prompt) in iteration 2.
-    assert [(r["member_id"], r["extra"]["strategy_role"], r["system"]) for r in by_iteration[1]] == [
-        (r["member_id"], r["extra"]["strategy_role"], r["system"]) for r in by_iteration[2]
+    assert [(r["member_id"], r["member_role"], r["system"]) for r in by_iteration[1]] == [
+        (r["member_id"], r["member_role"], r["system"]) for r in by_iteration[2]
     ]
     assert len({row["system"] for row in by_iteration[1]}) == 5
     for row in found:
@@ -375,7 +375,7 @@ def test_role_uses_given_roles_in_order_and_no_role_beyond_them_without_dynamic_
     assert result.exit_code == 0, result.output
     found = members(user_dir)
     # As the original: fewer roles than instances, the extra members get none.
-    assert [row["extra"]["strategy_role"] for row in found] == ["Poet", "fact checker", None, None, None]
+    assert [row["member_role"] for row in found] == ["Poet", "fact checker", None, None, None]
     assert "Your role in this consortium: Poet.\nanswer in rhyming verse" in found[0]["system"]
     assert all("Your role in this consortium" not in row["system"] for row in found[2:])
     config = json.loads(cli("consortium", "info", "poets", "--json").stdout)
@@ -391,7 +391,7 @@ def test_role_personalities_are_deterministic_given_a_seed(fakes, user_dir):
             result = create_consortium(
                 ["fake-a:6"], arbiter="fake-arbiter", strategy="role", strategy_params=params
             ).orchestrate("Hi")
-        return [r["strategy_role"] for r in result["iterations"][0]["model_responses"]]
+        return [r["role"] for r in result["iterations"][0]["model_responses"]]
 
     seeded = roles(seed="7")
     assert seeded == roles(seed=7)

@@ -29,14 +29,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..defaults import FALSE_WORDS, TRUE_WORDS
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import ConsortiumConfig
     from ..results import IterationContext
 
-TRUE_WORDS = {"true", "yes", "y", "on", "1"}
-FALSE_WORDS = {"false", "no", "n", "off", "0"}
 
 
 @dataclass(frozen=True)
@@ -209,6 +208,11 @@ class ConsortiumStrategy(ABC):
     ) -> str | None:
         """The system prompt of one member instance (``instance`` is 0-based)."""
         return default_prompt
+
+    def instance_role(self, model: str, instance: int) -> str | None:
+        """A short label of the instance's role, stored as its
+        ``member_role`` (ours; called after ``get_instance_system_prompt``)."""
+        return None
 
     def prepare_iteration_prompt(
         self, model_id: str, instance: int, original_prompt: str, iteration: int

@@ -172,7 +172,8 @@ class RoleStrategy(ConsortiumStrategy):
     def process_responses(
         self, successful_responses: list[dict[str, Any]], iteration: int
     ) -> list[dict[str, Any]]:
-        labels = self.iteration_state.get("role_labels", {})
-        for response in successful_responses:
-            response["strategy_role"] = labels.get(f"{response.get('model')}-{response.get('instance')}")
         return successful_responses
+
+    def instance_role(self, model: str, instance: int) -> str | None:
+        role = self.role_for(model, instance)
+        return role.label if role else None

@@ -39,7 +39,6 @@ from .base import ConsortiumStrategy, Param
 if TYPE_CHECKING:
     from ..config import ConsortiumConfig
 
-NOISE = -1
 NEEDS_BACKEND = (
     "The semantic strategy needs an embedding backend: add --embedding-backend "
     f"({', '.join(EMBEDDING_BACKENDS)}) and usually --embedding-model "
