@@ -1101,11 +1101,20 @@ class DatabaseConnection:
     user directory, with the schema ensured. It is this process's shared
     connection (safe across threads: writes go through ``Store``)."""
 
+    #: Per thread, the connection handed out and the file it is on (as the
+    #: original, whose tests clear ``_thread_local.db`` between tests).
+    _thread_local = threading.local()
+
     @classmethod
     def get_connection(cls) -> sqlite_utils.Database:
-        store = shared_store()
+        path = logs_db_path()
+        cached = getattr(cls._thread_local, "db", None)
+        if cached is not None and getattr(cls._thread_local, "path", None) == path:
+            return cached
+        store = shared_store(path)
         with store._lock:
             store._ensure_schema()
+            cls._thread_local.db, cls._thread_local.path = store.db, path
             return store.db
 
 

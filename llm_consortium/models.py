@@ -16,6 +16,6 @@ __all__ = ["ConsortiumConfig", "ConsortiumModel", "parse_models"]
 def _get_consortium_configs() -> dict[str, ConsortiumConfig]:
     """Every saved consortium by name (rows that cannot be read are skipped)."""
     from .saved import load_configs
-    from .store import shared_store
+    from .db import shared_store
 
     return load_configs(shared_store(), warn=False)

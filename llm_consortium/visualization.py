@@ -13,7 +13,7 @@ from typing import Any
 
 def generate_run_visualization(run_id: str) -> Any:
     """The plotly ``Figure`` of run ``run_id`` (a unique prefix will do)."""
-    from .store import shared_store
+    from .db import shared_store
     from .visualize import build_figure, require_plotly
 
     require_plotly()

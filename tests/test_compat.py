@@ -350,3 +350,16 @@ def test_a_semantic_consortium_the_original_saved_without_a_backend_loads_and_sa
         with pytest.raises(llm.ModelError, match="semantic strategy needs an embedding backend"):
             cli("-m", "old-sem", "Capital?")
     assert "Consortium: old-sem" in models.stdout and models.stderr == ""
+
+
+def test_generate_run_visualization_returns_the_runs_plotly_figure(fakes):
+    import plotly.graph_objects as go
+
+    from llm_consortium import create_consortium
+    from llm_consortium.visualization import generate_run_visualization
+
+    with fakes(MEMBERS):
+        result = create_consortium(["alpha", "beta"], arbiter="judge", max_iterations=1).orchestrate("Capital?")
+    figure = generate_run_visualization(result["metadata"]["consortium_id"])
+    assert isinstance(figure, go.Figure)
+    assert figure.data  # at least the confidence per iteration
