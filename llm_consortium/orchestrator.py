@@ -4,7 +4,8 @@ The loop is pure: it parses no CLI arguments, prints nothing and opens no
 database of its own. It writes through the ``Store`` it is given and reports
 ``events`` to whoever iterates it — ``ConsortiumModel.execute`` (``llm -m``),
 ``llm consortium run`` and ``orchestrate()`` (Python) all drive the same loop.
-Auto and manual context differ only in the messages a member is sent.
+Auto and manual context differ only in how a member is called: in its own
+persistent ``llm`` conversation, or with one fresh prompt each iteration.
 """
 
 from __future__ import annotations
