@@ -64,7 +64,7 @@ Cluster statistics
 ``centroid`` is the mean of the members, ``radius`` the largest member
 distance to it and ``mean_distance`` the average one, both ``(1 - cos) / 2``
 as in the original, and ``density = 1 - mean_distance`` (the original's
-``consensus_clusters.density``: 1 for identical answers).  The ``consensus`` cluster is the
+stored cluster density: 1 for identical answers).  The ``consensus`` cluster is the
 largest; ties go to the smaller ``mean_distance``, then to the lower label.
 """
 

@@ -187,10 +187,10 @@ class GeometricConfidenceCalculator:
         return _outliers(distances, mean, std, threshold_std)
 
     @staticmethod
-    def compute(response_embeddings: Sequence[Vector]) -> tuple[float, Any]:
+    def compute(embeddings: Sequence[Vector]) -> tuple[float, Any]:
         """``(confidence, centroid)``, the centroid a numpy array."""
         np = import_optional("numpy")
-        if len(response_embeddings) == 0:
+        if len(embeddings) == 0:
             return 0.0, np.array([], dtype=float)
-        summary = geometric_confidence(response_embeddings)
+        summary = geometric_confidence(embeddings)
         return summary.confidence, np.asarray(summary.centroid, dtype=float)
