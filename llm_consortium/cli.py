@@ -499,4 +499,7 @@ def add_commands(consortium: click.Group) -> None:
     from .run_command import register as register_run
 
     register_run(consortium)
+    from .batch_commands import register as register_batch
+
+    register_batch(consortium)
 

@@ -205,3 +205,55 @@ def m003_run_status_index(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS idx_consortium_runs_status ON consortium_runs(status)"
     )
+
+
+# ---- evaluations (llm consortium eval) -------------------------------------
+@migration
+def m004_evaluations(conn: sqlite3.Connection) -> None:
+    """``llm consortium eval``: one row per evaluation, one per (system, row)."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS consortium_evals (
+            id TEXT PRIMARY KEY,
+            created_at TEXT,
+            finished_at TEXT,
+            status TEXT,
+            eval_key TEXT,
+            dataset TEXT,
+            dataset_sha256 TEXT,
+            row_count INTEGER,
+            scorer TEXT,
+            prompt_field TEXT,
+            expected_field TEXT,
+            id_field TEXT,
+            systems_json TEXT,
+            pid INTEGER
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS consortium_eval_results (
+            eval_id TEXT,
+            system TEXT,
+            row_key TEXT,
+            row_number INTEGER,
+            kind TEXT,
+            prompt TEXT,
+            expected TEXT,
+            answer TEXT,
+            error TEXT,
+            correct INTEGER,
+            score_detail TEXT,
+            judge_model TEXT,
+            judge_prompt TEXT,
+            judge_verdict TEXT,
+            judge_error TEXT,
+            confidence REAL,
+            run_id TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            duration_s REAL,
+            created_at TEXT,
+            PRIMARY KEY (eval_id, system, row_key)
+        )"""
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_consortium_evals_key ON consortium_evals(eval_key)")
+# ---- end of evaluations ----------------------------------------------------

@@ -421,6 +421,80 @@ class Store:
             "clusters": clusters,
         }
 
+    # ---- evaluations (llm consortium eval) ----------------------------------
+    def start_eval(self, row: dict[str, Any]) -> None:
+        self._insert(
+            "consortium_evals", {"created_at": utcnow(), "status": "running", "pid": os.getpid(), **row}
+        )
+
+    def update_eval(self, eval_id: str, **fields: Any) -> None:
+        if fields.get("status") in ("finished", "interrupted"):
+            fields.setdefault("finished_at", utcnow())
+        assignments = ", ".join(f"[{key}] = ?" for key in fields)
+        with self._write() as conn:
+            conn.execute(
+                f"UPDATE consortium_evals SET {assignments} WHERE id = ?", (*fields.values(), eval_id)
+            )
+
+    def unfinished_eval(self, eval_key: str) -> dict[str, Any] | None:
+        """The latest evaluation with these settings that did not finish."""
+        rows = self._read(
+            "SELECT * FROM consortium_evals WHERE eval_key = ? AND status != 'finished' "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (eval_key,),
+        )
+        return rows[0] if rows else None
+
+    def resolve_eval_id(self, eval_id: str | None) -> str:
+        """A full evaluation id from a unique prefix, or the latest for ``None``."""
+        if eval_id is None:
+            rows = self._read("SELECT id FROM consortium_evals ORDER BY created_at DESC, rowid DESC LIMIT 1")
+            if not rows:
+                raise NotFoundError("No evaluations found.")
+            return rows[0]["id"]
+        rows = self._read(
+            "SELECT id FROM consortium_evals WHERE substr(id, 1, ?) = ? LIMIT 2", (len(eval_id), eval_id)
+        )
+        if not rows:
+            raise NotFoundError(f"Evaluation '{eval_id}' not found.")
+        if len(rows) > 1:
+            raise NotFoundError(f"Evaluation id prefix '{eval_id}' is ambiguous; give more characters.")
+        return rows[0]["id"]
+
+    def eval_row(self, eval_id: str) -> dict[str, Any]:
+        return self._read("SELECT * FROM consortium_evals WHERE id = ?", (eval_id,))[0]
+
+    def record_eval_results(self, rows: list[dict[str, Any]]) -> None:
+        """Store (or replace, when a row is retried) answers and their scores."""
+        if rows:
+            self._insert(
+                "consortium_eval_results", *({"created_at": utcnow(), **row} for row in rows), replace=True
+            )
+
+    def eval_states(self, eval_id: str) -> dict[tuple[str, str], tuple[bool, bool]]:
+        """``(system, row_key) -> (answered, scored)`` for the rows stored so far."""
+        rows = self._read(
+            "SELECT system, row_key, error IS NULL AS answered, correct IS NOT NULL AS scored "
+            "FROM consortium_eval_results WHERE eval_id = ?",
+            (eval_id,),
+        )
+        return {(row["system"], row["row_key"]): (bool(row["answered"]), bool(row["scored"])) for row in rows}
+
+    def eval_result(self, eval_id: str, system: str, row_key: str) -> dict[str, Any]:
+        return self._read(
+            "SELECT * FROM consortium_eval_results WHERE eval_id = ? AND system = ? AND row_key = ?",
+            (eval_id, system, row_key),
+        )[0]
+
+    def eval_measures(self, eval_id: str) -> list[dict[str, Any]]:
+        """The columns the report is computed from, one row per (system, row)."""
+        return self._read(
+            "SELECT system, kind, correct, error, input_tokens, output_tokens, duration_s "
+            "FROM consortium_eval_results WHERE eval_id = ? ORDER BY system, row_number",
+            (eval_id,),
+        )
+    # ---- end of evaluations ------------------------------------------------
+
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Read-only SQL for reports (leaderboard, export)."""
         return self._read(sql, params)
