@@ -345,11 +345,11 @@ def run_ordered(
     """
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
-    window = max(concurrency * 4, 16)  # tasks held at once, finished or not
+    window = max(concurrency * 4, 16)  # results held back to keep the input order
     workers: _Workers[T] = _Workers(work, concurrency)
     source = iter(tasks)
     buffer: dict[int, Any] = {}
-    submitted = written = 0
+    submitted = received = written = 0
     exhausted = stopped = False
 
     def flush(everything: bool = False) -> None:
@@ -367,7 +367,12 @@ def run_ordered(
 
     try:
         while True:
-            while not exhausted and not stopped and submitted - written < window:
+            while (
+                not exhausted
+                and not stopped
+                and submitted - received < concurrency  # only as many as can start now
+                and submitted - written < window
+            ):
                 task = next(source, _STOP)
                 if task is _STOP:
                     exhausted = True
@@ -377,6 +382,7 @@ def run_ordered(
             if written == submitted and (exhausted or stopped):
                 return not stopped
             seq, result = workers.outbox.get()
+            received += 1
             if isinstance(result, _Crash):
                 workers.cancelled.set()
                 raise result.error

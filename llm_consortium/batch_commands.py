@@ -173,22 +173,23 @@ def register(consortium: click.Group) -> None:
     @click.option("--id-field", default="id", show_default=True)
     @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
                   help="Prompts in flight at once (over all systems)")
-    @click.option("--no-resume", is_flag=True,
-                  help="Start afresh even if the same evaluation was interrupted")
+    @click.option("--new", "new", is_flag=True,
+                  help="Start a new evaluation instead of continuing the last one with these settings")
     @click.option("--json", "json_output", is_flag=True, help="Print the report as JSON")
     @html_options
     @friendly_errors
     def eval_command(dataset, consortia, members, baselines, scorer_text, prompt_field,
-                     expected_field, id_field, concurrency, no_resume, json_output, html, cdn):
+                     expected_field, id_field, concurrency, new, json_output, html, cdn):
         """Compare consortia, their members and baseline models on a dataset.
 
         DATASET is JSONL with "prompt" and "expected" (an expected value may
         be a list of acceptable answers). Prints, per system: n, correct,
         accuracy with a 95% confidence interval (Wilson), input/output
         tokens, mean and p95 latency and failures. Every answer and score is
-        stored: running the same command again resumes an interrupted
-        evaluation without sending answered rows again, and
-        'llm consortium eval-report' re-prints a finished one.
+        stored: running the same command again continues the same
+        evaluation — after a crash or Ctrl-C it resumes without sending
+        answered rows again, and failed rows are retried (--new starts a
+        separate one). 'llm consortium eval-report' re-prints a report.
 
         \b
         Scorers: exact (stripped, case-sensitive), contains, number (the
@@ -214,10 +215,11 @@ def register(consortium: click.Group) -> None:
         systems = resolve_systems(consortia, members, baselines)
         settings = Settings(dataset, scorer, prompt_field, expected_field, id_field)
         store = shared_store()
-        evaluation = Evaluation(store, settings, systems, judge_model, resume=not no_resume)
+        evaluation = Evaluation(store, settings, systems, judge_model, resume=not new)
         if evaluation.resumed:
             _say(
-                f"Resuming eval {evaluation.id[:8]}: {evaluation.stored_answers} answers already stored."
+                f"Continuing eval {evaluation.id[:8]}: {evaluation.stored_answers} answers already "
+                f"stored, {evaluation.todo} to go (--new starts a separate evaluation)."
             )
         try:
             with BatchProgress(evaluation.todo, f"eval {evaluation.id[:8]}") as bar:

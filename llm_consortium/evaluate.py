@@ -5,9 +5,10 @@ so the dataset is read once, in a stream, and all systems advance together.
 Each answer and its score is stored in ``consortium_eval_results`` as it
 arrives. An evaluation is identified by its settings (the dataset's content,
 the systems, the scorer and the field names): running the same command again
-after a crash or Ctrl-C resumes the unfinished evaluation — answered rows are
-not sent again, failed rows are retried, and rows whose judge failed are only
-judged again. The report (table, ``--json``, ``--html``) is computed from the
+continues the latest evaluation with those settings — after a crash or
+Ctrl-C it picks up where it stopped; answered rows are never sent again,
+failed rows are retried, and rows whose judge failed are only judged again.
+``--new`` starts a separate evaluation instead. The report (table, ``--json``, ``--html``) is computed from the
 stored rows, so ``eval-report`` re-prints it at any time.
 """
 
@@ -41,6 +42,15 @@ def _kind(model: Any) -> str:
     from .model import ConsortiumModel
 
     return "consortium" if isinstance(model, ConsortiumModel) else "model"
+
+
+def _config_of(model: Any) -> dict[str, Any] | None:
+    config = getattr(model, "config", None) if _kind(model) == "consortium" else None
+    if config is None:
+        return None
+    data = config.to_dict()
+    data.pop("created_at", None)
+    return data
 
 
 def resolve_systems(
@@ -133,8 +143,8 @@ class Task:
 
 
 class Evaluation:
-    """One evaluation: created, or resumed when an unfinished one with the
-    same settings exists (unless ``resume`` is False)."""
+    """One evaluation: the latest one with the same settings, continued, or
+    a new one (always, when ``resume`` is False)."""
 
     def __init__(
         self,
@@ -153,11 +163,13 @@ class Evaluation:
         key_source = {
             "dataset_sha256": digest,
             "systems": [[system.name, system.kind] for system in systems],
+            # A consortium saved again with other settings is another system.
+            "configs": [_config_of(system.model) for system in systems],
             "scorer": str(settings.scorer),
             "fields": [settings.prompt_field, settings.expected_field, settings.id_field],
         }
-        eval_key = hashlib.sha256(json.dumps(key_source).encode()).hexdigest()
-        previous = store.unfinished_eval(eval_key) if resume else None
+        eval_key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()
+        previous = store.eval_with_key(eval_key) if resume else None
         self.resumed = previous is not None
         if previous is not None:
             self.id = previous["id"]

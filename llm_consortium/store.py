@@ -436,10 +436,10 @@ class Store:
                 f"UPDATE consortium_evals SET {assignments} WHERE id = ?", (*fields.values(), eval_id)
             )
 
-    def unfinished_eval(self, eval_key: str) -> dict[str, Any] | None:
-        """The latest evaluation with these settings that did not finish."""
+    def eval_with_key(self, eval_key: str) -> dict[str, Any] | None:
+        """The latest evaluation with these settings."""
         rows = self._read(
-            "SELECT * FROM consortium_evals WHERE eval_key = ? AND status != 'finished' "
+            "SELECT * FROM consortium_evals WHERE eval_key = ? "
             "ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (eval_key,),
         )
