@@ -96,6 +96,7 @@ def register(consortium: click.Group) -> None:
         from .batch import (OutputFile, StdoutOutput, answer_row, check_rows, read_rows,
                             resolve_model, run_ordered)
         from .batch_progress import BatchProgress
+        from .progress import sigterm_as_interrupt
 
         model = resolve_model(model_name)
 
@@ -130,7 +131,7 @@ def register(consortium: click.Group) -> None:
 
         where = output or "stdout"
         try:
-            with BatchProgress(remaining, f"batch · {model.model_id}") as bar:
+            with sigterm_as_interrupt(), BatchProgress(remaining, f"batch · {model.model_id}") as bar:
                 finished = run_ordered(
                     todo(),
                     lambda row: answer_row(model, row),
@@ -206,6 +207,7 @@ def register(consortium: click.Group) -> None:
         """
         from .batch import resolve_model
         from .batch_progress import BatchProgress
+        from .progress import sigterm_as_interrupt
         from .evaluate import Evaluation, Settings, report, resolve_systems
         from .scoring import parse_scorer
         from .store import shared_store
@@ -222,7 +224,7 @@ def register(consortium: click.Group) -> None:
                 f"stored, {evaluation.todo} to go (--new starts a separate evaluation)."
             )
         try:
-            with BatchProgress(evaluation.todo, f"eval {evaluation.id[:8]}") as bar:
+            with sigterm_as_interrupt(), BatchProgress(evaluation.todo, f"eval {evaluation.id[:8]}") as bar:
                 evaluation.run(concurrency, on_done=lambda result: bar.advance(result["error"] is None))
         except KeyboardInterrupt:
             _interrupted(
