@@ -264,3 +264,26 @@ def test_number_scorer_reads_the_last_number(text, number):
 )
 def test_judge_verdicts(reply, verdict):
     assert parse_verdict(reply) is verdict
+
+
+def test_the_demo_consortium_of_five_65_percent_members_beats_each_of_them(cli, fakes, tmp_path):
+    """What `make demo-eval` shows, on its own dataset and models."""
+    import importlib.util
+    from pathlib import Path
+
+    scripts = Path(__file__).parent.parent / "scripts"
+    spec = importlib.util.spec_from_file_location("make_dataset", scripts / "make_arithmetic_dataset.py")
+    make_dataset = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_dataset)
+    path = tmp_path / "arithmetic.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in make_dataset.questions(200, 2024)))
+    members = [f"math-65-{letter}" for letter in "abcde"]
+    with fakes(json.loads((scripts / "demo_eval_models.json").read_text())):
+        cli("consortium", "save", "five-65", *[f"-m{m}" for m in members],
+            "--arbiter", "majority-arbiter", "--max-iterations", "1")
+        result = cli("consortium", "eval", str(path), "--consortium", "five-65", "--members",
+                     "--baseline", "math-80", "--scorer", "number", "--concurrency", "8", "--json")
+    systems = {system["name"]: system for system in json.loads(result.stdout)["systems"]}
+    assert all(0.55 <= systems[m]["accuracy"] <= 0.75 for m in members)
+    best_single = max(systems[name]["ci_high"] for name in [*members, "math-80"])
+    assert systems["five-65"]["ci_low"] > best_single  # clearly above, intervals apart
