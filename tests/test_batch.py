@@ -197,3 +197,35 @@ def test_system_prompt_from_the_row_or_the_option(cli, fakes, tmp_path):
         result = cli("consortium", "batch", str(source), "-m", "sys", "--system", "default system")
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["answer"] for row in rows] == ["[row system] a", "[default system] b"]
+
+
+def test_progress_is_drawn_only_on_a_terminal_and_only_on_stderr(monkeypatch):
+    import io
+
+    from llm_consortium.batch_progress import BatchProgress
+    from llm_consortium.progress import Reporter
+
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET")
+    monkeypatch.setenv("TERM", "xterm")
+    assert BatchProgress(3, "batch", stream=io.StringIO()).live is False  # not a terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    bar = BatchProgress(3, "batch · m", stream=screen)
+    assert bar.live is True
+    with bar:
+        # consortium runs inside the batch draw no display of their own
+        assert Reporter(stream=screen, live=True)._claim_display() is False
+        bar.advance(True)
+        bar.advance(False)
+        bar._bar.refresh()
+        drawn = screen.getvalue()
+    assert "batch · m" in drawn and "2/3" in drawn and "1 failed" in drawn
+    after = Reporter(stream=screen, live=True)
+    assert after._claim_display() is True  # released afterwards
+    after._release_display()
+    monkeypatch.setenv("LLM_CONSORTIUM_QUIET", "1")
+    assert BatchProgress(3, "batch", stream=screen).live is False

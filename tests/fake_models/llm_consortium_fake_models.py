@@ -530,7 +530,8 @@ class _Scripted:
                 "pid": os.getpid(),
                 "time": time.time(),
             }
-            _Scripted.calls.setdefault(self.model_id, []).append(record)
+            if self.spec.get("record", True):
+                _Scripted.calls.setdefault(self.model_id, []).append(record)
         _append_log(record)
         return record
 
@@ -787,6 +788,9 @@ MODEL_KEYS["accuracy"] = (
     lambda v: _is_number(v) and 0 <= v <= 1,
     "a number between 0 and 1",
 )
+# Spec key ``record`` (default true): false keeps no ``calls`` record, so a
+# long benchmark (scripts/bench_batch.py) measures the plugin, not the fake.
+MODEL_KEYS["record"] = (lambda v: isinstance(v, bool), "true or false")
 ARITHMETIC_RE = re.compile(r"what is\s+(-?\d+)\s*([-+*x×])\s*(-?\d+)", re.I)
 
 
