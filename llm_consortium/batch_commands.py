@@ -35,7 +35,8 @@ def _print_report(data: dict[str, Any], json_output: bool, html: str | None, cdn
 
     if html:
         path = write_report_page(data, html, cdn=cdn)
-        _say(f"Wrote {path}")
+        if not json_output:  # with --json, stdout and stderr hold nothing but the JSON
+            _say(f"Wrote {path}")
     if json_output:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -175,7 +176,7 @@ def register(consortium: click.Group) -> None:
     @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
                   help="Prompts in flight at once (over all systems)")
     @click.option("--new", "new", is_flag=True,
-                  help="Start a new evaluation instead of continuing the last one with these settings")
+                  help="Start a new evaluation even if one with these settings is unfinished")
     @click.option("--json", "json_output", is_flag=True, help="Print the report as JSON")
     @html_options
     @friendly_errors
@@ -187,10 +188,11 @@ def register(consortium: click.Group) -> None:
         be a list of acceptable answers). Prints, per system: n, correct,
         accuracy with a 95% confidence interval (Wilson), input/output
         tokens, mean and p95 latency and failures. Every answer and score is
-        stored: running the same command again continues the same
-        evaluation — after a crash or Ctrl-C it resumes without sending
-        answered rows again, and failed rows are retried (--new starts a
-        separate one). 'llm consortium eval-report' re-prints a report.
+        stored: after a crash, Ctrl-C or failed rows, running the same
+        command again continues that evaluation without sending answered
+        rows again (failed rows are retried). Once every row is answered,
+        the same command measures afresh; 'llm consortium eval-report'
+        re-prints a stored report without calling any model.
 
         \b
         Scorers: exact (stripped, case-sensitive), contains, number (the
@@ -218,7 +220,7 @@ def register(consortium: click.Group) -> None:
         settings = Settings(dataset, scorer, prompt_field, expected_field, id_field)
         store = shared_store()
         evaluation = Evaluation(store, settings, systems, judge_model, resume=not new)
-        if evaluation.resumed:
+        if evaluation.resumed and not json_output:
             _say(
                 f"Continuing eval {evaluation.id[:8]}: {evaluation.stored_answers} answers already "
                 f"stored, {evaluation.todo} to go (--new starts a separate evaluation)."

@@ -4,11 +4,14 @@ Every (system, row) pair is one task of the batch engine (``batch.run_ordered``)
 so the dataset is read once, in a stream, and all systems advance together.
 Each answer and its score is stored in ``consortium_eval_results`` as it
 arrives. An evaluation is identified by its settings (the dataset's content,
-the systems, the scorer and the field names): running the same command again
-continues the latest evaluation with those settings — after a crash or
-Ctrl-C it picks up where it stopped; answered rows are never sent again,
-failed rows are retried, and rows whose judge failed are only judged again.
-``--new`` starts a separate evaluation instead. The report (table, ``--json``, ``--html``) is computed from the
+the systems with their configurations, the scorer and the field names).
+It ends ``finished`` when every row is answered and scored, else
+``incomplete`` (or ``interrupted``). Running the same command again
+continues the latest evaluation with those settings that is not finished:
+answered rows are never sent again, failed rows are retried, and rows whose
+judge failed are only judged again. Once finished, the same command measures
+afresh (the models behind the names may have changed); ``eval-report``
+re-prints a stored report, and ``--new`` always starts a new evaluation. The report (table, ``--json``, ``--html``) is computed from the
 stored rows, so ``eval-report`` re-prints it at any time.
 """
 
@@ -143,8 +146,8 @@ class Task:
 
 
 class Evaluation:
-    """One evaluation: the latest one with the same settings, continued, or
-    a new one (always, when ``resume`` is False)."""
+    """One evaluation: the latest unfinished one with the same settings,
+    continued, or a new one (always, when ``resume`` is False)."""
 
     def __init__(
         self,
@@ -169,7 +172,7 @@ class Evaluation:
             "fields": [settings.prompt_field, settings.expected_field, settings.id_field],
         }
         eval_key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()
-        previous = store.eval_with_key(eval_key) if resume else None
+        previous = store.unfinished_eval(eval_key) if resume else None
         self.resumed = previous is not None
         if previous is not None:
             self.id = previous["id"]
@@ -272,7 +275,8 @@ class Evaluation:
             self.store.update_eval(self.id, status="interrupted")
             raise
         self.store.record_eval_results(pending)
-        self.store.update_eval(self.id, status="finished")
+        self.states = self.store.eval_states(self.id)
+        self.store.update_eval(self.id, status="incomplete" if self.todo else "finished")
 
 
 # -- the report ----------------------------------------------------------------

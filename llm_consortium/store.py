@@ -428,7 +428,7 @@ class Store:
         )
 
     def update_eval(self, eval_id: str, **fields: Any) -> None:
-        if fields.get("status") in ("finished", "interrupted"):
+        if fields.get("status") in ("finished", "incomplete", "interrupted"):
             fields.setdefault("finished_at", utcnow())
         assignments = ", ".join(f"[{key}] = ?" for key in fields)
         with self._write() as conn:
@@ -436,10 +436,10 @@ class Store:
                 f"UPDATE consortium_evals SET {assignments} WHERE id = ?", (*fields.values(), eval_id)
             )
 
-    def eval_with_key(self, eval_key: str) -> dict[str, Any] | None:
-        """The latest evaluation with these settings."""
+    def unfinished_eval(self, eval_key: str) -> dict[str, Any] | None:
+        """The latest evaluation with these settings that is not finished."""
         rows = self._read(
-            "SELECT * FROM consortium_evals WHERE eval_key = ? "
+            "SELECT * FROM consortium_evals WHERE eval_key = ? AND status != 'finished' "
             "ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (eval_key,),
         )

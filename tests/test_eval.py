@@ -148,15 +148,26 @@ def test_the_same_command_continues_the_evaluation_without_resending(cli, fakes,
         second = json.loads(cli("consortium", "eval", str(dataset), "--baseline", "steady",
                                 "--json").stdout)
         assert [call["prompt"] for call in fake_models.ScriptedModel.calls["steady"]] == ["q3", "q4", "q5"]
-        cli("consortium", "eval", str(dataset), "--baseline", "steady", "--json")
-        assert len(fake_models.ScriptedModel.calls["steady"]) == 3  # complete: nothing sent
-        fresh = json.loads(cli("consortium", "eval", str(dataset), "--baseline", "steady", "--new",
+        # Finished: the same command measures afresh, in a new evaluation.
+        fresh = json.loads(cli("consortium", "eval", str(dataset), "--baseline", "steady",
                                "--json").stdout)
     assert second["eval_id"] == first["eval_id"] and second["status"] == "finished"
     assert second["systems"][0]["correct"] == first["systems"][0]["correct"] == 1
     assert second["systems"][0]["n"] == 5
     assert fresh["eval_id"] != first["eval_id"]
     assert len(fake_models.ScriptedModel.calls["steady"]) == 8
+
+
+def test_new_starts_afresh_even_when_one_is_unfinished(cli, fakes, dataset):
+    models = {"down": {"fail": "unavailable"}}
+    with fakes(models):
+        args = ("consortium", "eval", str(dataset), "--baseline", "down", "--json")
+        first = json.loads(cli(*args).stdout)
+        again = json.loads(cli(*args).stdout)
+        fresh = json.loads(cli(*args, "--new").stdout)
+    assert first["status"] == again["status"] == "incomplete"
+    assert again["eval_id"] == first["eval_id"] != fresh["eval_id"]
+    assert len(fake_models.ScriptedModel.calls["down"]) == 15  # failed rows are always retried
 
 
 def test_failed_rows_are_retried_and_a_failed_judge_only_rejudged(cli, fakes, dataset):
