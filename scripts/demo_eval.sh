@@ -13,17 +13,7 @@ mkdir -p "$LLM_USER_PATH"
 cp scripts/demo_eval_models.json "$LLM_USER_PATH/fake_models.json"
 python scripts/make_arithmetic_dataset.py 200 > "$LLM_USER_PATH/arithmetic.jsonl"
 
-run() {
-    printf '\n$'
-    for arg in "$@"; do
-        case $arg in
-            *[!A-Za-z0-9_./:=-]*) printf " '%s'" "$arg" ;;
-            *) printf ' %s' "$arg" ;;
-        esac
-    done
-    printf '\n'
-    "$@"
-}
+source scripts/print_and_run.sh
 
 cd "$LLM_USER_PATH"
 run head -n 3 arithmetic.jsonl

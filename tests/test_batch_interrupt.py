@@ -6,52 +6,19 @@ interrupt is sent again."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import time
 
 import pytest
 
-from conftest import LLM_BIN, fake_models, run_llm, write_fake_spec
+from conftest import db_rows, fake_models, run_llm, write_fake_spec
+from test_interrupt import interrupt, start, wait_until
 
 ROWS = 30
 CONCURRENCY = 2
-WAIT_BOUND_S = 60
-
-
-def start(*args, env):
-    return subprocess.Popen(
-        [LLM_BIN, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,  # the signal is for it alone, not for pytest
-    )
-
-
-def wait_until(condition, what):
-    deadline = time.monotonic() + WAIT_BOUND_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def interrupt(process):
-    process.send_signal(signal.SIGINT)
-    try:
-        return process.communicate(timeout=WAIT_BOUND_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise AssertionError("llm did not stop after SIGINT")
 
 
 @pytest.fixture
-def setup(user_dir, tmp_path):
+def setup(user_dir, tmp_path, monkeypatch):
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         pytest.skip("SIGINT is ignored in this session and so in the child too")
     write_fake_spec(user_dir, {"steady": {"reply": "answer to {prompt}", "latency": 0.05}})
@@ -59,9 +26,8 @@ def setup(user_dir, tmp_path):
     source.write_text("".join(json.dumps({"id": n, "prompt": f"p{n}", "expected": f"answer to p{n}"}) + "\n"
                               for n in range(1, ROWS + 1)))
     log = tmp_path / "calls.jsonl"
-    env = {**os.environ, "LLM_CONSORTIUM_FAKE_LOG": str(log)}
-    env.pop("LLM_LOAD_PLUGINS", None)
-    return source, log, env
+    monkeypatch.setenv("LLM_CONSORTIUM_FAKE_LOG", str(log))  # every call, from every process
+    return source, log
 
 
 def prompts_sent(log):
@@ -69,13 +35,13 @@ def prompts_sent(log):
 
 
 def test_ctrl_c_then_the_same_batch_command_completes_the_set(setup, tmp_path):
-    source, log, env = setup
+    source, log = setup
     out = tmp_path / "out.jsonl"
     args = ("consortium", "batch", str(source), "-m", "steady", "-o", str(out),
             "--concurrency", str(CONCURRENCY))
-    process = start(*args, env=env)
+    process = start(*args)
     wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 6, "six rows written")
-    stdout, stderr = interrupt(process)
+    stdout, stderr, _ = interrupt(process, signal.SIGINT)
 
     assert process.returncode == 130
     assert "Traceback" not in stderr
@@ -86,7 +52,7 @@ def test_ctrl_c_then_the_same_batch_command_completes_the_set(setup, tmp_path):
     )
     sent_before = len(prompts_sent(log))
 
-    result = run_llm(*args, env=env)
+    result = run_llm(*args)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == list(range(1, ROWS + 1))
@@ -97,25 +63,23 @@ def test_ctrl_c_then_the_same_batch_command_completes_the_set(setup, tmp_path):
 
 
 def test_ctrl_c_then_the_same_eval_command_completes_it(setup, user_dir):
-    source, log, env = setup
+    source, log = setup
     args = ("consortium", "eval", str(source), "--baseline", "steady", "--concurrency",
             str(CONCURRENCY), "--json")
-    process = start(*args, env=env)
+    process = start(*args)
     wait_until(lambda: len(prompts_sent(log)) >= 12, "twelve prompts sent")  # results stored in groups
-    stdout, stderr = interrupt(process)
+    stdout, stderr, _ = interrupt(process, signal.SIGINT)
 
     assert process.returncode == 130
     assert "Traceback" not in stderr and stdout == ""
     assert "Run the same command to resume." in stderr
-    from conftest import db_rows
-
     stored = {row["row_key"] for row in db_rows(user_dir, "select row_key from consortium_eval_results")}
     (status,) = db_rows(user_dir, "select status from consortium_evals")
     assert status == {"status": "interrupted"}
     assert stored
     sent_before = len(prompts_sent(log))
 
-    result = run_llm(*args, env=env)
+    result = run_llm(*args)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     (system,) = report["systems"]
