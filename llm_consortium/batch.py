@@ -84,7 +84,7 @@ def _open(source: str) -> IO[str]:
     if source == "-":
         return sys.stdin
     try:
-        return open(source, encoding="utf-8", newline="")
+        return open(source, encoding="utf-8-sig", newline="")  # a byte-order mark is skipped
     except OSError as ex:
         raise InputError(f"Cannot read {source}: {ex.strerror or ex}") from None
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ from .errors import ConfigError
 from .scoring import Score, Scorer, judge, percentile, score_text, wilson_interval
 from .store import Store
 
-STORE_EVERY = 50  # stored results are written in groups of this many
+# Results are stored in groups: of this many, or whatever arrived in this time.
+STORE_EVERY = 50
+STORE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -261,12 +264,15 @@ class Evaluation:
         """Answer and score every row not stored yet. Ctrl-C stores what is
         done, marks the evaluation ``interrupted`` and re-raises."""
         pending: list[dict[str, Any]] = []
+        stored_at = time.monotonic()
 
         def store(result: dict[str, Any]) -> None:
+            nonlocal stored_at
             pending.append(result)
-            if len(pending) >= STORE_EVERY:
+            if len(pending) >= STORE_EVERY or time.monotonic() - stored_at >= STORE_EVERY_S:
                 self.store.record_eval_results(pending)
                 pending.clear()
+                stored_at = time.monotonic()
 
         try:
             run_ordered(self.tasks(), self.work, concurrency=concurrency, on_result=store, on_done=on_done)
@@ -352,6 +358,7 @@ def _secs(value: float | None) -> str:
 def format_table(data: dict[str, Any]) -> str:
     headers = ["System", "Kind", "n", "Correct", "Accuracy", "95% CI", "In tokens",
                "Out tokens", "Mean s", "p95 s", "Failures"]
+    unscored = any(system["unscored"] for system in data["systems"])  # the judge failed
     lines = [
         [
             system["name"], system["kind"], str(system["n"]), str(system["correct"]),
@@ -361,9 +368,11 @@ def format_table(data: dict[str, Any]) -> str:
             _count(system["input_tokens"]), _count(system["output_tokens"]),
             _secs(system["mean_latency_s"]), _secs(system["p95_latency_s"]),
             str(system["failures"]),
+            *([str(system["unscored"])] if unscored else []),
         ]
         for system in data["systems"]
     ]
+    headers += ["Unscored"] if unscored else []
     widths = [max(len(cells[i]) for cells in [headers, *lines]) for i in range(len(headers))]
 
     def render(cells: list[str]) -> str:

@@ -229,3 +229,34 @@ def test_progress_is_drawn_only_on_a_terminal_and_only_on_stderr(monkeypatch):
     after._release_display()
     monkeypatch.setenv("LLM_CONSORTIUM_QUIET", "1")
     assert BatchProgress(3, "batch", stream=screen).live is False
+
+
+def test_a_missing_key_stops_the_batch_with_one_line(cli, tmp_path, monkeypatch):
+    import llm
+    from llm.plugins import pm
+
+    class Keyed(llm.KeyModel):
+        model_id = "keyed"
+        needs_key = "keyed-service"
+        key_env_var = "KEYED_SERVICE_KEY"
+
+        def execute(self, prompt, stream, response, conversation, key):
+            yield "never"
+
+    class Plugin:
+        @llm.hookimpl
+        def register_models(self, register):
+            register(Keyed())
+
+    monkeypatch.delenv("KEYED_SERVICE_KEY", raising=False)
+    source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{n}"} for n in range(1, 50)])
+    out = tmp_path / "out.jsonl"
+    pm.register(Plugin(), name="undo-keyed")
+    try:
+        result = cli("consortium", "batch", str(source), "-m", "keyed", "-o", str(out))
+    finally:
+        pm.unregister(name="undo-keyed")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: keyed: ") and "key" in result.stderr.lower()
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert out.read_text() == ""  # no row is recorded as failed: rerun once the key is set
