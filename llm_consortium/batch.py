@@ -35,11 +35,6 @@ from typing import IO, Any, Generic, TypeVar
 
 from .errors import ConfigError, ConsortiumError
 
-FORMATS = ("jsonl", "csv", "text")
-RESULT_KEYS = (
-    "id", "prompt", "answer", "model", "confidence", "run_id",
-    "input_tokens", "output_tokens", "duration_s", "error",
-)
 DEFAULT_CONCURRENCY = 4
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,8 +45,7 @@ class InputError(ConfigError):
 
 
 class BatchStopped(ConsortiumError):
-    """The batch stopped before the end: ``--fail-fast``, or a problem every
-    row would hit (a missing API key)."""
+    """A problem every row would hit (a missing API key): the batch stops."""
 
 
 # -- input -------------------------------------------------------------------
@@ -423,16 +417,18 @@ class OutputFile:
         self.done: set[str] = set()
         self.dropped_failures = 0
 
-    def open_for_resume(self) -> None:
+    def open_for_resume(self, model_id: str) -> None:
+        """Read what an earlier run of ``model_id`` wrote; a file written by
+        another model is refused (its answers are not this model's)."""
         target = pathlib.Path(self.path)
         if target.exists():
-            self._compact(target)
+            self._compact(target, model_id)
         try:
             self.stream = open(target, "a", encoding="utf-8")
         except OSError as ex:
             raise ConfigError(f"Cannot write {self.path}: {ex.strerror or ex}") from None
 
-    def _compact(self, target: pathlib.Path) -> None:
+    def _compact(self, target: pathlib.Path, model_id: str) -> None:
         temporary = target.with_name(target.name + ".resume-tmp")
         dropped = 0
         try:
@@ -441,6 +437,11 @@ class OutputFile:
                     record = self._parse(line)
                     if record is None or "id" not in record:
                         continue
+                    if record.get("model") not in (None, model_id):
+                        raise ConfigError(
+                            f"{self.path} holds answers from the model '{record['model']}', not "
+                            f"'{model_id}'; write to another file (-o) to run '{model_id}'"
+                        )
                     if record.get("error") is not None:
                         dropped += 1
                         continue
@@ -484,7 +485,7 @@ class StdoutOutput(OutputFile):
         super().__init__("-")
         self.stream = stream
 
-    def open_for_resume(self) -> None:
+    def open_for_resume(self, model_id: str) -> None:
         return None
 
     def close(self) -> None:

@@ -106,7 +106,7 @@ def register(consortium: click.Group) -> None:
                 yield replace(row, system=row.system or system)
 
         out = OutputFile(output) if output else StdoutOutput(sys.stdout)
-        out.open_for_resume()
+        out.open_for_resume(model.model_id)
         remaining = check_rows(rows(), skip=out.done) if input_path != "-" else None
         counts = {"written": 0, "failed": 0, "skipped": 0}
 

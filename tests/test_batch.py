@@ -260,3 +260,15 @@ def test_a_missing_key_stops_the_batch_with_one_line(cli, tmp_path, monkeypatch)
     assert result.stderr.startswith("Error: keyed: ") and "key" in result.stderr.lower()
     assert len(result.stderr.strip().splitlines()) == 1
     assert out.read_text() == ""  # no row is recorded as failed: rerun once the key is set
+
+
+def test_an_output_file_of_another_model_is_not_taken_for_answers(cli, fakes, tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a"}])
+    out = tmp_path / "out.jsonl"
+    with fakes(MODELS):
+        cli("consortium", "batch", str(source), "-m", "echo-a", "-o", str(out))
+        before = out.read_text()
+        result = cli("consortium", "batch", str(source), "-m", "flaky", "-o", str(out))
+    assert result.exit_code == 2
+    assert f"{out} holds answers from the model 'echo-a', not 'flaky'" in result.stderr
+    assert out.read_text() == before and calls("flaky") == []
