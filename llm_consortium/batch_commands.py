@@ -33,14 +33,14 @@ def _say(message: str) -> None:
 def _print_report(data: dict[str, Any], json_output: bool, html: str | None, cdn: bool) -> None:
     from .evaluate import format_table, write_report_page
 
-    if html:
-        path = write_report_page(data, html, cdn=cdn)
-        if not json_output:  # with --json, stdout and stderr hold nothing but the JSON
-            _say(f"Wrote {path}")
     if json_output:
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(format_table(data))
+    if html:
+        path = write_report_page(data, html, cdn=cdn)
+        if not json_output:  # with --json, stdout and stderr hold nothing but the JSON
+            _say(f"Wrote {path}")
 
 
 def html_options(fn: Any) -> Any:
@@ -214,6 +214,10 @@ def register(consortium: click.Group) -> None:
         from .scoring import parse_scorer
         from .store import shared_store
 
+        if html:
+            from .visualize import require_plotly
+
+            require_plotly()  # before anything is paid for
         scorer = parse_scorer(scorer_text)
         judge_model = resolve_model(scorer.argument) if scorer.kind == "judge" else None
         systems = resolve_systems(consortia, members, baselines)

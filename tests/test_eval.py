@@ -6,6 +6,7 @@ without re-sending answered rows. In-process through the real CLI."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -215,11 +216,27 @@ def test_html_page_plots_accuracy_against_tokens(cli, fakes, dataset, tmp_path):
     assert trace["y"] == [s["accuracy"] for s in report["systems"]]
     assert trace["x"] == [25, 30]
     assert "Accuracy" in json.dumps(layout["yaxis"])
-    assert "plotly.js" in page.read_text() or "Plotly" in page.read_text()
+    text = page.read_text()
+    assert "plotly.js v" in text and not re.search(r"<script[^>]*\bsrc=", text)  # offline
     small = tmp_path / "cdn.html"
     with fakes(MODELS):
         cli("consortium", "eval-report", report["eval_id"], "--html", str(small), "--cdn")
     assert small.stat().st_size < page.stat().st_size / 10
+    assert 'src="https://cdn.plot.ly/' in small.read_text()
+
+
+def test_html_without_plotly_is_refused_before_anything_is_sent(cli, fakes, dataset, tmp_path,
+                                                                   monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    with fakes(MODELS):
+        result = cli("consortium", "eval", str(dataset), "--baseline", "alpha",
+                     "--html", str(tmp_path / "e.html"))
+    assert result.exit_code == 1
+    assert result.stderr == "Error: visualize needs plotly: pip install 'llm-consortium[visualize]'\n"
+    assert "alpha" not in fake_models.ScriptedModel.calls
 
 
 @pytest.mark.parametrize(
