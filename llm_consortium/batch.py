@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import os
@@ -42,6 +43,10 @@ R = TypeVar("R")
 
 class InputError(ConfigError):
     """The input file cannot be read as rows (a usage error)."""
+
+
+class OutputClosed(ConsortiumError):
+    """The reader of stdout went away (``… | head``): the batch stops quietly."""
 
 
 class BatchStopped(ConsortiumError):
@@ -481,6 +486,8 @@ class OutputFile:
 class StdoutOutput(OutputFile):
     """Output lines on stdout (nothing to resume from)."""
 
+    closed_by_reader = False
+
     def __init__(self, stream: IO[str]) -> None:
         super().__init__("-")
         self.stream = stream
@@ -488,6 +495,26 @@ class StdoutOutput(OutputFile):
     def open_for_resume(self, model_id: str) -> None:
         return None
 
+    def write(self, answer: Answer) -> None:
+        if self.closed_by_reader:
+            return
+        try:
+            super().write(answer)
+        except BrokenPipeError:  # `… | head`: the reader has all it wants
+            self.closed_by_reader = True
+            self._silence()
+            raise OutputClosed("stdout was closed") from None
+
+    def _silence(self) -> None:
+        """Point stdout at /dev/null, so that the interpreter's last flush
+        does not complain about the closed pipe."""
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())  # type: ignore[union-attr]
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass  # not a real file descriptor (a test's stream): nothing to flush later
+
     def close(self) -> None:
-        assert self.stream is not None
-        self.stream.flush()
+        if not self.closed_by_reader and self.stream is not None:
+            self.stream.flush()

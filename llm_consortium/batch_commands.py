@@ -94,8 +94,8 @@ def register(consortium: click.Group) -> None:
         """
         from dataclasses import replace
 
-        from .batch import (OutputFile, StdoutOutput, answer_row, check_rows, read_rows,
-                            resolve_model, run_ordered)
+        from .batch import (OutputClosed, OutputFile, StdoutOutput, answer_row, check_rows,
+                            read_rows, resolve_model, run_ordered)
         from .batch_progress import BatchProgress
         from .progress import sigterm_as_interrupt
 
@@ -141,6 +141,8 @@ def register(consortium: click.Group) -> None:
                     on_done=lambda answer: bar.advance(answer.ok),
                     stop_after=stop_after,
                 )
+        except OutputClosed:
+            return  # like any filter whose reader stopped reading
         except KeyboardInterrupt:
             out.close()
             hint = " Run the same command to resume." if output else ""

@@ -88,3 +88,17 @@ def test_ctrl_c_then_the_same_eval_command_completes_it(setup, user_dir):
     resent = prompts_sent(log)[sent_before:]
     assert not {f"p{key}" for key in stored} & set(resent)
     assert len(resent) == ROWS - len(stored)
+
+
+def test_a_reader_that_stops_early_ends_the_batch_quietly(setup):
+    """`llm consortium batch … | head -n 1`: no traceback, no complaint."""
+    source, log = setup
+    process = start("consortium", "batch", str(source), "-m", "steady", "--concurrency", "1")
+    first = process.stdout.readline()
+    process.stdout.close()  # the reader goes away
+    stderr = process.stderr.read()
+    process.wait(timeout=60)
+    assert json.loads(first)["id"] == 1
+    assert process.returncode == 0
+    assert stderr == ""
+    assert len(prompts_sent(log)) < ROWS
