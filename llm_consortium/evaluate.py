@@ -141,6 +141,17 @@ def check_dataset(settings: Settings) -> int:
     return count
 
 
+def graded_text(answer: str) -> str:
+    """What is scored: an answer in the consortium member format
+    (``<thinking>``, ``<answer>``, ``<confidence>`` — a model tuned or
+    prompted to answer so) is scored on its last ``<answer>``; any other
+    answer as it is."""
+    from .arbiter import member_answer
+
+    inner = member_answer(answer)
+    return inner.strip() if inner is not None else answer
+
+
 @dataclass
 class Task:
     system: System
@@ -255,7 +266,7 @@ class Evaluation:
     def score(self, answer: Answer, expected: Any) -> Score:
         if not answer.ok:
             return Score(None, "the system failed")
-        text = answer.answer or ""
+        text = graded_text(answer.answer or "")
         if self.settings.scorer.kind == "judge":
             return judge(self.judge_model, answer.row.prompt, text, expected)
         return score_text(self.settings.scorer, text, expected)

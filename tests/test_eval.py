@@ -128,6 +128,11 @@ def test_consortium_members_and_their_kinds(cli, fakes, dataset):
     assert [(s["name"], s["kind"], s["correct"]) for s in report["systems"]] == [
         ("duo", "consortium", 1), ("m1", "model", 1), ("m2", "model", 1),
     ]
+    # These fakes answer in the member format even alone: their <answer> is what is scored.
+    with fakes(models):
+        exact = json.loads(cli("consortium", "eval", str(dataset), "--consortium", "duo", "--members",
+                               "--json").stdout)
+    assert [s["correct"] for s in exact["systems"]] == [1, 1, 1]
     # each member alone is asked once per row (one instance), the consortium three times
     assert len(fake_models.ScriptedModel.calls["m2"]) == 5 * 2 + 5
 
