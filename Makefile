@@ -82,6 +82,7 @@ test-llm-min:
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python scripts/benchmark.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_batch.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_streaming.py
 
 # The documentation site (Sphinx + MyST + furo, like llm's own docs), warnings as errors.
