@@ -14,6 +14,7 @@
 * ``OutputFile`` is the JSONL output: on a rerun it is read first, rows
   already answered are skipped, and earlier failed rows are dropped from the
   file so that they are retried.
+* ``run_batch`` puts these together for ``llm consortium batch``.
 
 ``llm consortium batch`` and ``llm consortium eval`` are both built on this.
 """
@@ -518,3 +519,56 @@ class StdoutOutput(OutputFile):
     def close(self) -> None:
         if not self.closed_by_reader and self.stream is not None:
             self.stream.flush()
+
+
+# -- a whole batch ---------------------------------------------------------------
+
+
+@dataclass
+class BatchSummary:
+    written: int = 0
+    failed: int = 0
+    skipped: int = 0  # answered by an earlier run
+    stopped_at: Answer | None = None  # the failure --fail-fast stopped at
+
+
+def run_batch(
+    model: Any,
+    rows: Iterable[Row],
+    out: OutputFile,
+    summary: BatchSummary,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    fail_fast: bool = False,
+    on_done: Callable[[Answer], None] | None = None,
+) -> BatchSummary:
+    """Send every row not in ``out.done`` to ``model`` and write the answers
+    to ``out``. ``summary`` is filled in as it goes (it also holds the counts
+    when Ctrl-C propagates)."""
+
+    def todo() -> Iterator[Row]:
+        for row in rows:
+            if row.key in out.done:
+                summary.skipped += 1
+            else:
+                yield row
+
+    def write(answer: Answer) -> None:
+        out.write(answer)
+        summary.written += 1
+        summary.failed += 0 if answer.ok else 1
+
+    def stop_after(answer: Answer) -> bool:
+        if fail_fast and not answer.ok and summary.stopped_at is None:
+            summary.stopped_at = answer
+        return summary.stopped_at is not None
+
+    run_ordered(
+        todo(),
+        lambda row: answer_row(model, row),
+        concurrency=concurrency,
+        on_result=write,
+        on_done=on_done,
+        stop_after=stop_after,
+    )
+    return summary

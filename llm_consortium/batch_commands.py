@@ -94,8 +94,8 @@ def register(consortium: click.Group) -> None:
         """
         from dataclasses import replace
 
-        from .batch import (OutputClosed, OutputFile, StdoutOutput, answer_row, check_rows,
-                            read_rows, resolve_model, run_ordered)
+        from .batch import (BatchSummary, OutputClosed, OutputFile, StdoutOutput, check_rows,
+                            read_rows, resolve_model, run_batch)
         from .batch_progress import BatchProgress
         from .progress import sigterm_as_interrupt
 
@@ -108,57 +108,29 @@ def register(consortium: click.Group) -> None:
         out = OutputFile(output) if output else StdoutOutput(sys.stdout)
         out.open_for_resume(model.model_id)
         remaining = check_rows(rows(), skip=out.done) if input_path != "-" else None
-        counts = {"written": 0, "failed": 0, "skipped": 0}
-
-        def todo():
-            for row in rows():
-                if row.key in out.done:
-                    counts["skipped"] += 1
-                else:
-                    yield row
-
-        def write(answer):
-            out.write(answer)
-            counts["written"] += 1
-            counts["failed"] += 0 if answer.ok else 1
-
-        first_failure = []
-
-        def stop_after(answer):
-            if fail_fast and not answer.ok:
-                first_failure.append(answer)
-                return True
-            return False
-
+        summary = BatchSummary()
         where = output or "stdout"
         try:
             with sigterm_as_interrupt(), BatchProgress(remaining, f"batch · {model.model_id}") as bar:
-                finished = run_ordered(
-                    todo(),
-                    lambda row: answer_row(model, row),
-                    concurrency=concurrency,
-                    on_result=write,
-                    on_done=lambda answer: bar.advance(answer.ok),
-                    stop_after=stop_after,
-                )
+                run_batch(model, rows(), out, summary, concurrency=concurrency, fail_fast=fail_fast,
+                          on_done=lambda answer: bar.advance(answer.ok))
         except OutputClosed:
             return  # like any filter whose reader stopped reading
         except KeyboardInterrupt:
-            out.close()
             hint = " Run the same command to resume." if output else ""
-            _interrupted(f"Interrupted: {counts['written']} rows written to {where}.{hint}")
+            _interrupted(f"Interrupted: {summary.written} rows written to {where}.{hint}")
         finally:
             out.close()
-        if not finished:
-            failed = first_failure[0]
+        if summary.stopped_at is not None:
+            failed = summary.stopped_at
             raise click.ClickException(
                 f"Row {failed.row.key} failed: {failed.error} (stopped by --fail-fast; "
-                f"{counts['written']} rows written to {where})"
+                f"{summary.written} rows written to {where})"
             )
-        skipped = f", {counts['skipped']} already answered" if counts["skipped"] else ""
-        retry = " (rerun the same command to retry them)" if counts["failed"] and output else ""
+        skipped = f", {summary.skipped} already answered" if summary.skipped else ""
+        retry = " (rerun the same command to retry them)" if summary.failed and output else ""
         _say(
-            f"Done: {counts['written'] - counts['failed']} answered, {counts['failed']} failed"
+            f"Done: {summary.written - summary.failed} answered, {summary.failed} failed"
             f"{skipped}; written to {where}{retry}."
         )
 
