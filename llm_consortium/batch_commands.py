@@ -186,7 +186,7 @@ def register(consortium: click.Group) -> None:
         from .progress import sigterm_as_interrupt
         from .evaluate import Evaluation, Settings, report, resolve_systems
         from .scoring import parse_scorer
-        from .store import shared_store
+        from .db import shared_store
 
         if html:
             from .visualize import require_plotly
@@ -233,7 +233,7 @@ def register(consortium: click.Group) -> None:
             llm consortium eval-report 3f2a9c1e --html eval.html
         """
         from .evaluate import report
-        from .store import shared_store
+        from .db import shared_store
 
         store = shared_store()
         _print_report(report(store, store.resolve_eval_id(eval_id)), json_output, html, cdn)

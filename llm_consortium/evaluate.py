@@ -30,7 +30,7 @@ from .batch import (Answer, InputError, Row, answer_row, check_rows, read_rows, 
                     run_ordered)
 from .errors import ConfigError
 from .scoring import Score, Scorer, judge, percentile, score_text, wilson_interval
-from .store import Store
+from .db import Store
 
 # Results are stored in groups: of this many, or whatever arrived in this time.
 STORE_EVERY = 50
