@@ -163,8 +163,8 @@ def _row(
     row_id = record.get(id_field)
     if row_id is None or row_id == "":
         row_id = number
-    elif not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
-        raise InputError(f"{name} line {where}: '{id_field}' must be a string or an integer")
+    elif not isinstance(row_id, (str, int, float)) or isinstance(row_id, bool):
+        raise InputError(f"{name} line {where}: '{id_field}' must be a string or a number")
     system = record.get(system_field)
     if system is not None and not isinstance(system, str):
         raise InputError(f"{name} line {where}: '{system_field}' must be a string")

@@ -166,7 +166,7 @@ def test_without_fail_fast_every_failing_row_is_recorded(cli, fakes, tmp_path):
         ('{"id": 1, "prompt": "a"}\n{"id": "1", "prompt": "b"}\n', "in.jsonl",
          "row 2: the id '1' is used by an earlier row"),
         ("question,answer\nx,y\n", "in.csv", "in.csv: no 'prompt' column (columns: question, answer)"),
-        ('{"id": [1], "prompt": "a"}\n', "in.jsonl", "in.jsonl line 1: 'id' must be a string"),
+        ('{"id": [1], "prompt": "a"}\n', "in.jsonl", "in.jsonl line 1: 'id' must be a string or a number"),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_is_sent(cli, fakes, tmp_path, content, name, message):
