@@ -827,7 +827,6 @@ class Store:
         arbiter: str | None = None,
         prompt: str | None = None,
         call: CallOutcome | None = None,
-        notes: dict[str, Any] | None = None,
         embeddings: Sequence[ResponseEmbedding] = (),
         clusters: Sequence[ClusterSummary] = (),
     ) -> None:
@@ -840,8 +839,6 @@ class Store:
         if decision is not None:
             data = decision.to_dict()
             data.pop("raw_arbiter_response", None)
-            if notes:
-                data["strategy_notes"] = notes
         row = {
             "run_id": run_id,
             "iteration": iteration,
