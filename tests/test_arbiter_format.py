@@ -106,8 +106,10 @@ def test_an_arbiter_ignoring_the_format_twice_falls_back_to_the_best_ranked_memb
         "so the answer is member #2 beta[0] (best ranked)'s, not a synthesis"
     )
     assert len(calls) == 2  # asked once more, then the run stopped (not 3 iterations)
+    # In the arbiter's own conversation, the reminder follows its first reply.
+    assert calls[1]["prompt"].startswith("IMPORTANT: a reply to this prompt could not be used")
     assert "did not follow the required reply format (no <synthesis>, no usable <confidence>)" in calls[1]["prompt"]
-    assert calls[1]["prompt"].startswith(calls[0]["prompt"])
+    assert [m["text"] for m in calls[1]["messages"][-3:-1]] == [calls[0]["prompt"], CHATTY]
     (run,) = db_rows(user_dir, "select status, iteration_count, final_synthesis from consortium_runs")
     assert run == {"status": "success", "iteration_count": 1, "final_synthesis": "42"}
     (decision,) = db_rows(user_dir, "select decision_json, confidence, raw_response from arbiter_decisions")
@@ -118,6 +120,16 @@ def test_an_arbiter_ignoring_the_format_twice_falls_back_to_the_best_ranked_memb
     assert decision["confidence"] == 0.0 and decision["raw_response"] == RANKED_ONLY
     assert "Format: the arbiter ignored the reply format (no <synthesis>, no usable <confidence>)" in info.stdout
     assert "answer is member #2 beta[0] (best ranked)'s" in info.stdout
+
+
+def test_with_manual_context_the_reminder_repeats_the_prompt(fakes, tmp_path):
+    with fakes({**MEMBERS, "judge": {"replies": [CHATTY, PROPER]}}):
+        result = create_consortium(["alpha", "beta"], arbiter="judge", manual_context=True,
+                                   store=Store(tmp_path / "c.db")).orchestrate("q")
+        calls = fake_models.ScriptedModel.calls["judge"]
+    assert result["synthesis"]["synthesis"] == "forty-two"
+    assert calls[1]["prompt"].startswith(calls[0]["prompt"])
+    assert "did not follow the required reply format" in calls[1]["prompt"]
 
 
 def test_an_arbiter_that_follows_the_reminder_gives_the_answer(cli, fakes, user_dir):
