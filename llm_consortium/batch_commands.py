@@ -6,20 +6,20 @@ imports only click, and the engine is imported inside the commands.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from .cli import friendly_errors
+from .terminal import json_dumps, safe_echo
 
 FORMATS = ("jsonl", "csv", "text")
 INTERRUPTED_EXIT = 130
 
 
 def _interrupted(message: str) -> None:
-    click.echo(message, err=True)
+    safe_echo(message, err=True)
     raise click.exceptions.Exit(INTERRUPTED_EXIT)
 
 
@@ -27,16 +27,16 @@ def _say(message: str) -> None:
     from .progress import quiet_requested
 
     if not quiet_requested():
-        click.echo(message, err=True)
+        safe_echo(message, err=True)
 
 
 def _print_report(data: dict[str, Any], json_output: bool, html: str | None, cdn: bool) -> None:
     from .evaluate import format_table, write_report_page
 
     if json_output:
-        click.echo(json.dumps(data, indent=2))
+        safe_echo(json_dumps(data, indent=2))
     else:
-        click.echo(format_table(data))
+        safe_echo(format_table(data))
     if html:
         path = write_report_page(data, html, cdn=cdn)
         if not json_output:  # with --json, stdout and stderr hold nothing but the JSON
