@@ -12,7 +12,6 @@ One JSON object per line, in the chat shape that common fine-tuning tools
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
