@@ -34,6 +34,7 @@ from .events import (
 )
 from .prompts import load
 from .results import Decision, IterationContext, Member, MemberResult, members_from_models
+from .stopping import IterationVerdict, judge_iteration
 from .store import Store, shared_store, utcnow
 from .strategies import StrategyContext, StrategyOutcome, get_strategy_class
 
@@ -221,14 +222,19 @@ class Run:
             self.output_tokens = (self.output_tokens or 0) + output_tokens
 
     def _is_final(self, iteration: int, confidence: float | None, needs_iteration: bool | None) -> bool:
+        return self.verdict(iteration, confidence, needs_iteration).final
+
+    def verdict(
+        self, iteration: int, confidence: float | None, needs_iteration: bool | None
+    ) -> IterationVerdict:
         config = self.config
-        if iteration >= config.max_iterations:
-            return True
-        return (
-            iteration >= config.minimum_iterations
-            and confidence is not None
-            and confidence >= config.confidence_threshold
-            and not needs_iteration
+        return judge_iteration(
+            iteration,
+            confidence,
+            needs_iteration,
+            threshold=config.confidence_threshold,
+            min_iterations=config.minimum_iterations,
+            max_iterations=config.max_iterations,
         )
 
     def _resolve_models(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -334,7 +340,10 @@ class Run:
                 decisions.append(decision)
                 # A synthesis already streamed to the user cannot be taken
                 # back: its iteration is the final one.
-                final = streamed or self._is_final(iteration, decision.confidence, decision.needs_iteration)
+                verdict = self.verdict(iteration, decision.confidence, decision.needs_iteration)
+                if streamed and not verdict.final:
+                    verdict = IterationVerdict(True, "the synthesis was already streamed")
+                final = verdict.final
                 context = IterationContext(
                     iteration=iteration,
                     selected_models=[
@@ -361,7 +370,7 @@ class Run:
                     input_tokens=self.input_tokens,
                     output_tokens=self.output_tokens,
                 )
-                yield IterationFinished(iteration, decision, final)
+                yield IterationFinished(iteration, decision, final, verdict.reason)
                 if final:
                     break
             assert decision is not None

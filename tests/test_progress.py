@@ -15,9 +15,9 @@ import threading
 
 from conftest import LLM_BIN, write_fake_spec
 
-from llm_consortium.events import IterationStarted, MemberFinished, RunStarted
+from llm_consortium.events import ArbiterStarted, IterationFinished, IterationStarted, MemberFinished, RunStarted
 from llm_consortium.progress import Reporter
-from llm_consortium.results import Member, MemberResult
+from llm_consortium.results import Decision, Member, MemberResult
 
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -92,11 +92,11 @@ def test_progress_is_drawn_on_a_terminal_and_stdout_gets_only_the_answer(user_di
     assert stdout == "Paris\n"
     text = ESCAPES.sub("", terminal)
     for expected in (
-        "team · iteration 1/3 · 0/2 members answered",
-        "iteration 1/3 · 2/2 members answered · 1 failed",
+        "team · iteration 1/3 · 0/2 members finished",
+        "iteration 1/3 · 2/2 members finished · 1 failed",
         "iteration 1/3 · arbiter judge is judging",
-        "iteration 1/3: confidence 1.00, the arbiter asked for another iteration",
-        "team · iteration 2/3 · 0/2 members answered",
+        "iteration 1/3: confidence 1.00, iterating again (the arbiter asked for another iteration)",
+        "team · iteration 2/3 · 0/2 members finished",
         "iteration 2/3 · arbiter judge is judging",
     ):
         assert expected in text, expected
@@ -126,7 +126,7 @@ def test_no_color_keeps_progress_but_drops_colour(user_dir):
     code, stdout, terminal = run_on_terminal(["-m", "team", "Capital of France?"], environment(NO_COLOR="1"))
     assert code == 0, terminal
     assert stdout == "Paris\n"
-    assert "members answered" in ESCAPES.sub("", terminal)
+    assert "members finished" in ESCAPES.sub("", terminal)
     assert FAILURE_LINE in terminal
     assert not COLOUR.search(terminal)
 
@@ -174,7 +174,7 @@ def test_a_nested_consortium_draws_no_second_live_display(monkeypatch):
     finally:
         inner.clear()
         outer.clear()
-    assert "0/1 members answered" in outer.stream.getvalue()
+    assert "0/1 members finished" in outer.stream.getvalue()
     assert inner.stream.getvalue() == "llm-consortium: member alpha[0] failed: boom\n"
 
 
@@ -201,3 +201,24 @@ def test_without_rich_there_is_no_live_display_but_failures_are_reported(monkeyp
         reporter.clear()
     assert reporter.stream.getvalue() == "llm-consortium: member alpha[0] failed: boom\n"
     assert Reporter._active is None
+
+
+def test_progress_counts_finished_members_when_the_only_one_done_failed(monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    members = [Member(id=str(n), model="alpha", instance=n - 1, index=n - 1) for n in (1, 2, 3)]
+    reporter = Reporter(FakeTerminal())
+    try:
+        reporter(RunStarted("run", "team", 3, 3))
+        reporter(IterationStarted(1, 3, members))
+        failed = MemberResult(member=members[0], iteration=1, response_id="r", error="boom")
+        reporter(MemberFinished(failed, 1, 3))
+        reporter(ArbiterStarted(1, "judge"))
+        decision = Decision(synthesis="Paris", confidence=0.62)
+        reporter(IterationFinished(1, decision, False, "confidence below the threshold 0.8"))
+    finally:
+        reporter.clear()
+    text = " ".join(ESCAPES.sub("", reporter.stream.getvalue()).split())  # unwrapped
+    assert "team · iteration 1/3 · 1/3 members finished · 1 failed" in text
+    assert "answered" not in text
+    assert "iteration 1/3: confidence 0.62, iterating again (confidence below the threshold 0.8)" in text
