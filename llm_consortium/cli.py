@@ -77,14 +77,15 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_strategy_params(items: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; a repeated key becomes a list; a bare KEY is true."""
+    """``KEY=VALUE`` pairs; a repeated key becomes a list; a bare KEY is ``True``
+    (true for a boolean parameter; other parameters say they need a value)."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not key:
             raise ConfigError(f"Invalid --strategy-param '{item}': expected KEY=VALUE")
-        parsed: Any = value.strip() if sep else "true"
+        parsed: Any = value.strip() if sep else True
         if key in params:
             existing = params[key]
             params[key] = [*existing, parsed] if isinstance(existing, list) else [existing, parsed]

@@ -486,7 +486,10 @@ def register(consortium: click.Group) -> None:
         from .leaderboard import format_table, leaderboard
         from .store import shared_store
 
-        rows = leaderboard(shared_store(), since=since, consortium=consortium_name)
+        store = shared_store()
+        rows = leaderboard(store, since=since, consortium=consortium_name)
+        if consortium_name and not rows:
+            store.config_row(consortium_name)  # NotFoundError: neither saved nor in any run
         if json_output:
             click.echo(json.dumps(rows, indent=2))
         elif not rows:
