@@ -311,6 +311,24 @@ def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None
             )
 
 
+def warn_missing_extras(name: str, config: ConsortiumConfig) -> None:
+    """Warn when the embedding backend a consortium was saved with cannot be
+    used here yet (its runs would fail at start)."""
+    if not config.embedding_backend:
+        return
+    from .embeddings import EXTRA_INSTALL_HINT, missing_packages
+
+    algorithm = (config.strategy_params or {}).get("clustering_algorithm")
+    missing = missing_packages(config.embedding_backend, algorithm)
+    if missing:
+        click.echo(
+            f"Warning: the {config.embedding_backend} embedding backend needs "
+            f"{', '.join(missing)}; runs of '{name}' will fail until it is installed: "
+            f"{EXTRA_INSTALL_HINT}",
+            err=True,
+        )
+
+
 def save_config(name: str, config: ConsortiumConfig) -> None:
     """Validate a new consortium against the models and saved consortia, then save it."""
     from .saved import check_no_cycle, load_configs
@@ -321,6 +339,7 @@ def save_config(name: str, config: ConsortiumConfig) -> None:
     check_name_free(name)
     check_no_cycle(name, config, others)
     warn_unknown_models(config, set(others) | {name})
+    warn_missing_extras(name, config)
     data = config.to_dict()
     data.pop("created_at", None)
     store.save_config(name, data)

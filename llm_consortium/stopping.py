@@ -21,6 +21,10 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def _iterations(count: int) -> str:
+    return f"{count} iteration{'' if count == 1 else 's'}"
+
+
 def judge_iteration(
     iteration: int,
     confidence: float | None,
@@ -33,7 +37,7 @@ def judge_iteration(
     """Whether the run stops after ``iteration`` and, in words, why (or why
     another iteration follows)."""
     if iteration >= max_iterations:
-        return IterationVerdict(True, f"maximum of {max_iterations} iterations reached")
+        return IterationVerdict(True, f"maximum of {_iterations(max_iterations)} reached")
     reasons = []
     if confidence is None:
         reasons.append("the arbiter gave no confidence")
@@ -42,7 +46,7 @@ def judge_iteration(
     if needs_iteration:
         reasons.append("the arbiter asked for another iteration")
     if iteration < min_iterations:
-        reasons.append(f"minimum of {min_iterations} iterations not reached")
+        reasons.append(f"minimum of {_iterations(min_iterations)} not reached")
     if reasons:
         return IterationVerdict(False, "; ".join(reasons))
     return IterationVerdict(True, f"confidence reached the threshold {_number(threshold)}")

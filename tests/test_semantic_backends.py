@@ -237,3 +237,68 @@ def test_tropical_clustering_needs_no_scikit_learn(cli, fakes, user_dir, monkeyp
         result = cli("-m", "sem", "Capital?")
     assert result.exit_code == 0, result.output
     assert selected(user_dir) == [1, 1, 1, 0]
+
+
+def test_saving_with_a_backend_whose_package_is_missing_warns_at_save_time(cli, fakes, monkeypatch):
+    import importlib.machinery
+    import types
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # not installed
+    args = ["-m", "para-a", "--arbiter", "judge", "--strategy", "semantic", "--embedding-backend", "sentence-transformers"]
+    with fakes(SPECS):
+        missing = cli("consortium", "save", "st", *args)
+        assert missing.exit_code == 0, missing.output
+        assert missing.stderr == (
+            "Warning: the sentence-transformers embedding backend needs sentence-transformers; "
+            f"runs of 'st' will fail until it is installed: {EXTRA_INSTALL_HINT}\n"
+        )
+        # Installed (findable without importing it): saved without a word.
+        present = types.ModuleType("sentence_transformers")
+        present.__spec__ = importlib.machinery.ModuleSpec("sentence_transformers", None)
+        monkeypatch.setitem(sys.modules, "sentence_transformers", present)
+        quiet = cli("consortium", "save", "st", *args)
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""
+    assert "sentence-transformers" in cli("consortium", "info", "st").stdout
+
+
+def test_loading_a_sentence_transformers_model_draws_no_third_party_progress_bars(monkeypatch):
+    """Real libraries draw a tqdm "Loading weights" bar on stderr unless told
+    not to (the opt-in test_sentence_transformers.py checks stderr with the real
+    model); here stand-ins record that they were told, before the model loads."""
+    import importlib.machinery
+    import os
+    import types
+
+    from llm_consortium.embeddings import SentenceTransformersBackend, get_backend
+
+    told = []
+
+    def module(name, **attributes):
+        made = types.ModuleType(name)
+        made.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        made.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, made)
+
+    class Model:
+        def __init__(self, name):
+            told.append(("load", name, os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")))
+
+        def encode(self, texts, convert_to_numpy, show_progress_bar):
+            told.append(("encode", show_progress_bar))
+            import numpy
+
+            return numpy.ones((len(texts), 3))
+
+    module("huggingface_hub")
+    module("huggingface_hub.utils", disable_progress_bars=lambda: told.append("huggingface_hub"))
+    module("transformers")
+    module("transformers.utils")
+    module("transformers.utils.logging", disable_progress_bar=lambda: told.append("transformers"))
+    module("sentence_transformers", SentenceTransformer=Model)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "")
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    monkeypatch.setattr(SentenceTransformersBackend, "_loaded", {})
+    clear_cache()
+    get_backend("sentence-transformers", "quiet-model").embed(["a", "b"])
+    assert told == ["huggingface_hub", "transformers", ("load", "quiet-model", "1"), ("encode", False)]
