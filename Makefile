@@ -10,7 +10,8 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 help:
 	@echo "make demo             install into .venv and run an offline consortium through llm"
-	@echo "make test             install dev dependencies into .venv and run the test suite"
+	@echo "make test             install dev dependencies into .venv and run the test suite (in parallel)"
+	@echo "make test-quick       the suite without the tests marked slow (subprocesses, terminals, HTTP)"
 	@echo "make test-embeddings  also run the sentence-transformers tests (installs torch, CPU)"
 	@echo "make test-llm-min     run the core tests against the lowest supported llm ($(LLM_MIN))"
 	@echo "make bench            fan-out and start-up benchmarks (prints figures)"
@@ -56,9 +57,18 @@ install-all: $(BIN)/python
 demo: $(VENV)/.installed-base
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+# Tests run in parallel (pytest-xdist). Much of the suite waits on real `llm`
+# processes, pseudo-terminals and a loopback HTTP server, so more workers than
+# cores pay off: 4 on a 2-core machine.
+PYTEST_WORKERS ?= 4
+
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 	$(BIN)/cog --check docs/cli.md
+
+# Everything but the tests marked slow (real subprocesses, terminals, HTTP, a browser).
+test-quick: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 test-embeddings: $(VENV)/.installed-dev
 	$(PIP) install --quiet torch==2.13.0
