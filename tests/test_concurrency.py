@@ -75,6 +75,7 @@ def overlapping(runs):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_concurrent_llm_processes_lose_nothing_and_never_see_a_locked_database(user_dir, cli, fakes):
     write_fake_spec(user_dir, MODELS)

@@ -18,6 +18,8 @@ import pytest
 from conftest import invoke
 from openai_server import hash_embedding, serve, write_extra_openai_models
 
+pytestmark = pytest.mark.slow  # a loopback HTTP server, the SDK's own retries and hangs
+
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 DEFAULT_REPLY = "<thinking>t</thinking><answer>42</answer><confidence>0.9</confidence>"
 ALL_MODELS = [

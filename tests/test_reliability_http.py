@@ -24,6 +24,8 @@ from llm_consortium import create_consortium
 from llm_consortium.store import Store
 from openai_server import serve, write_extra_openai_models
 
+pytestmark = pytest.mark.slow  # a loopback HTTP server, real time-outs and retries
+
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 HTTP_MODELS = [
     "ok", "ok-2", "err500", "err400", "rate429", "hang", "badjson", "cutstream", "empty",

@@ -101,6 +101,7 @@ def test_openai_backend_embeds_all_answers_in_one_request_and_clusters_them(
     assert 0 < decision["geometric_confidence"] < 1
 
 
+@pytest.mark.slow
 def test_openai_backend_error_fails_the_run_with_one_line(llm_subprocess, user_dir, server):
     saved = llm_subprocess(
         "consortium", "save", "sem", *FOUR, *BASE,
@@ -168,6 +169,7 @@ def test_chutes_backend_posts_the_answers_with_the_token_and_clusters_them(
     }
 
 
+@pytest.mark.slow
 def test_chutes_backend_error_fails_the_run_with_one_line(llm_subprocess, user_dir):
     with serve({"chutes": "err500"}) as failing:
         saved = llm_subprocess(
