@@ -37,6 +37,10 @@ def environment(**changes):
     env.pop("LLM_LOAD_PLUGINS", None)
     env.pop("LLM_CONSORTIUM_QUIET", None)
     env.pop("NO_COLOR", None)
+    # pytest-xdist workers export COLUMNS=80 and LINES=24, which rich prefers to
+    # the size of the terminal it draws on: let the pseudo-terminal's size rule.
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
     env["TERM"] = "xterm-256color"
     env.update(changes)
     return env
@@ -97,7 +101,8 @@ def test_progress_is_drawn_on_a_terminal_and_stdout_gets_only_the_answer(user_di
         "team · iteration 2/3 · 0/2 members finished",
         "iteration 2/3 · arbiter judge is judging",
     ):
-        assert expected in text, (expected, text)
+        if expected not in text:
+            pytest.fail(f"{expected!r} is not in what the terminal showed:\n{text}")
     assert text.count(FAILURE_LINE) == 2  # one line per failure, kept on screen
     assert COLOUR.search(terminal)  # a terminal gets colour
     # The cursor rich hides while drawing is shown again at the end.
