@@ -21,7 +21,7 @@ from llm.plugins import pm
 
 from conftest import run_llm, write_fake_spec
 from llm_consortium import create_consortium
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 from openai_server import serve, write_extra_openai_models
 
 pytestmark = pytest.mark.slow  # a loopback HTTP server, real time-outs and retries
@@ -66,7 +66,7 @@ def only_run(user_dir):
 
 def members_by_model(user_dir, run_id):
     rows = db(user_dir).execute(
-        "select * from consortium_members where run_id = ? order by member_index", (run_id,)
+        "select * from consortium_members where run_id = ? and role != 'arbiter' order by position", (run_id,)
     )
     return {row["model"]: row for row in rows}
 
