@@ -15,7 +15,7 @@ import pytest
 
 from llm_consortium.embeddings import EXTRA_INSTALL_HINT, clear_cache
 
-from conftest import fake_models, db_rows as rows
+from conftest import fake_models, db_rows as rows, write_fake_spec
 from openai_server import serve
 
 PARIS_1 = "The capital of France is Paris."
@@ -102,12 +102,15 @@ def test_openai_backend_embeds_all_answers_in_one_request_and_clusters_them(
 
 
 @pytest.mark.slow
-def test_openai_backend_error_fails_the_run_with_one_line(llm_subprocess, user_dir, server):
-    saved = llm_subprocess(
-        "consortium", "save", "sem", *FOUR, *BASE,
-        "--embedding-backend", "openai", "--embedding-model", "err400-embed", specs=SPECS,
-    )
-    assert saved.returncode == 0, saved.stderr
+def test_openai_backend_error_fails_the_run_with_one_line(llm_subprocess, cli, fakes, user_dir, server):
+    """The real `llm` process: an embedding error is one line on stderr."""
+    with fakes(SPECS):
+        saved = cli(
+            "consortium", "save", "sem", *FOUR, *BASE,
+            "--embedding-backend", "openai", "--embedding-model", "err400-embed",
+        )
+    assert saved.exit_code == 0, saved.output
+    write_fake_spec(user_dir, SPECS)
     env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", "NO_PROXY": "127.0.0.1"}
     result = llm_subprocess("-m", "sem", "Capital?", env=env)
     assert result.returncode == 1
@@ -169,22 +172,19 @@ def test_chutes_backend_posts_the_answers_with_the_token_and_clusters_them(
     }
 
 
-@pytest.mark.slow
-def test_chutes_backend_error_fails_the_run_with_one_line(llm_subprocess, user_dir):
+def test_chutes_backend_error_fails_the_run(cli, fakes, user_dir, monkeypatch):
+    # In-process llm re-raises the model's error (sys._called_from_test); the
+    # openai test above checks the one line a user sees.
     with serve({"chutes": "err500"}) as failing:
-        saved = llm_subprocess(
-            "consortium", "save", "sem", *FOUR, *BASE, "--embedding-backend", "chutes", specs=SPECS,
-        )
-        assert saved.returncode == 0, saved.stderr
-        env = {
-            "CHUTES_EMBEDDING_URL": failing.chutes_url,
-            "CHUTES_API_TOKEN": "chutes-test-token",
-            "NO_PROXY": "127.0.0.1",
-        }
-        result = llm_subprocess("-m", "sem", "Capital?", env=env)
-    assert result.returncode == 1
-    line = only_error_line(result.stderr)
-    assert "chutes embedding" in line and "HTTP 500" in line
+        monkeypatch.setenv("CHUTES_EMBEDDING_URL", failing.chutes_url)
+        monkeypatch.setenv("CHUTES_API_TOKEN", "chutes-test-token")
+        with fakes(SPECS):
+            saved = cli("consortium", "save", "sem", *FOUR, *BASE, "--embedding-backend", "chutes")
+            assert saved.exit_code == 0, saved.output
+            with pytest.raises(llm.ModelError) as caught:
+                cli("-m", "sem", "Capital?")
+    message = str(caught.value)
+    assert "chutes embedding" in message and "HTTP 500" in message and "\n" not in message
     [run] = rows(user_dir, "SELECT status FROM consortium_runs")
     assert run["status"] == "failed"
 
