@@ -89,6 +89,9 @@ def test_the_offline_semantic_example_in_the_docs_is_what_the_commands_print(cli
         answer = cli(*ask)
         assert answer.exit_code == 0, answer.output
         assert f"\n{answer.stdout}" in example
-    shown = cli("consortium", "run-info").stdout
-    documented = example[example.index("run-info | grep") :].split("\n")[1:4]
-    assert documented and all(line in shown.splitlines() for line in documented)
+    def timeless(text):  # durations vary with the machine's load
+        return re.sub(r"\b\d+\.\ds\b", "N.Ns", text)
+
+    shown = timeless(cli("consortium", "run-info").stdout).splitlines()
+    documented = timeless(example[example.index("run-info | grep") :]).split("\n")[1:4]
+    assert documented and all(line in shown for line in documented)
