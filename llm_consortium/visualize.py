@@ -309,6 +309,13 @@ def write_run_page(
     details = store.run_details(run_id)
     figure = build_figure(details)
     path = pathlib.Path(output) if output else default_output(details["run"]["id"])
+    return write_figure_page(figure, path, cdn=cdn)
+
+
+def write_figure_page(figure: Any, path: pathlib.Path, cdn: bool = False) -> pathlib.Path:
+    """A self-contained page (plotly.js embedded: works offline), or a small
+    one loading plotly.js from the web with ``cdn`` (which says so on the page
+    when plotly.js cannot be loaded). Also used by ``eval``."""
     page = figure.to_html(include_plotlyjs="cdn" if cdn else True, full_html=True)
     if cdn:
         page = page.replace("</body>", CDN_FALLBACK + "\n</body>", 1)
