@@ -63,8 +63,9 @@ demo-eval: $(VENV)/.installed-base
 
 # Tests run in parallel (pytest-xdist). Much of the suite waits on real `llm`
 # processes, pseudo-terminals and a loopback HTTP server, so more workers than
-# cores pay off: 6 on a 2-core machine.
-PYTEST_WORKERS ?= 6
+# cores pay off: 4 on a 2-core machine (6 is a little faster, but timing-sensitive
+# reliability tests then start to feel the contention).
+PYTEST_WORKERS ?= 4
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
