@@ -41,10 +41,11 @@ ATTACHMENT_TYPES = frozenset(
 )
 
 
-class UnknownOptionError(click.UsageError):
+class UnknownOptionError(click.UsageError, llm.ModelError):
     """``-o NAME`` that a consortium does not take. Raised from option
     validation as a click error (not a ``ValueError``, which pydantic would turn
-    into ``llm``'s two-line report), so ``llm`` prints one line and exits 2."""
+    into ``llm``'s two-line report), so ``llm`` prints one line and exits 2;
+    from Python it is an ``llm.ModelError`` like the consortium's other errors."""
 
 
 class ConsortiumModel(llm.Model):
