@@ -95,3 +95,11 @@ def test_the_offline_semantic_example_in_the_docs_is_what_the_commands_print(cli
     shown = timeless(cli("consortium", "run-info").stdout).splitlines()
     documented = timeless(example[example.index("run-info | grep") :]).split("\n")[1:4]
     assert documented and all(line in shown for line in documented)
+
+
+def test_what_the_docs_walkthroughs_create_is_ignored_by_git():
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    usage = (DOCS / "installation-and-usage.md").read_text()
+    assert 'LLM_USER_PATH="$PWD/.examples"' in usage  # the examples' own user directory
+    for created in (".examples/", ".demo/", "docs/_build/"):
+        assert created in ignored, created
