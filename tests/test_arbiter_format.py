@@ -120,6 +120,7 @@ def test_an_arbiter_ignoring_the_format_twice_falls_back_to_the_best_ranked_memb
     assert decision["confidence"] == 0.0 and decision["raw_response"] == RANKED_ONLY
     assert "Format: the arbiter ignored the reply format (no <synthesis>, no usable <confidence>)" in info.stdout
     assert "answer is member #2 beta[0] (best ranked)'s" in info.stdout
+    assert "Stopped: the arbiter ignored the reply format" in info.stdout
 
 
 def test_with_manual_context_the_reminder_repeats_the_prompt(fakes, tmp_path):
