@@ -19,6 +19,7 @@ from typing import Any
 import llm
 
 from . import arbiter as arbiter_text
+from . import resolve
 from .calls import CallGroup, CallOutcome, CallRequest, redact
 from .config import ConsortiumConfig
 from .errors import ConfigError, RunFailed
@@ -231,16 +232,6 @@ class Run:
             and not needs_iteration
         )
 
-    def _resolve_models(self) -> tuple[dict[str, Any], dict[str, str]]:
-        models: dict[str, Any] = {}
-        missing: dict[str, str] = {}
-        for model_id in self.config.models:
-            try:
-                models[model_id] = llm.get_model(model_id)
-            except llm.UnknownModelError:
-                missing[model_id] = f"Unknown model: {model_id} (see 'llm models')"
-        return models, missing
-
     # -- the loop -----------------------------------------------------------
     def _run(self) -> Iterator[Event]:
         config = self.config
@@ -249,13 +240,13 @@ class Run:
         strategy = strategy_class(
             config.strategy_params, StrategyContext(self.run_id, config, members)
         )
+        # One pass over llm's models for the arbiter and every member.
+        models, missing = resolve.get_models([*([config.arbiter] if config.arbiter else []), *config.models])
         arbiter_model = None
         if config.arbiter:
-            try:
-                arbiter_model = llm.get_model(config.arbiter)
-            except llm.UnknownModelError:
-                raise ConfigError(f"Unknown arbiter model: {config.arbiter}") from None
-        models, missing = self._resolve_models()
+            if config.arbiter in missing:
+                raise ConfigError(f"Unknown arbiter model: {config.arbiter}")
+            arbiter_model = models[config.arbiter]
         self.store.start_run(
             {
                 "id": self.run_id,

@@ -4,6 +4,7 @@ through the ``register_consortium_strategies`` hook."""
 from __future__ import annotations
 
 import importlib
+import threading
 
 from ..errors import ConfigError
 from .base import Param, Strategy, StrategyContext, StrategyOutcome
@@ -27,17 +28,20 @@ BUILTIN: dict[str, str] = {
 }
 
 _hookspecs_added = False
+_hookspecs_lock = threading.Lock()
 
 
 def _plugin_strategies() -> dict[str, type[Strategy]]:
     global _hookspecs_added
-    from llm.plugins import load_plugins, pm
+    from llm.plugins import pm
 
     from .. import hookspecs
+    from ..resolve import load_plugins
 
-    if not _hookspecs_added:
-        pm.add_hookspecs(hookspecs)
-        _hookspecs_added = True
+    with _hookspecs_lock:
+        if not _hookspecs_added:
+            pm.add_hookspecs(hookspecs)
+            _hookspecs_added = True
     load_plugins()
     found: dict[str, type[Strategy]] = {}
 
