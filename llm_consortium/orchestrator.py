@@ -21,6 +21,7 @@ import llm
 from . import arbiter as arbiter_text
 from . import resolve
 from .calls import CallGroup, CallOutcome, CallRequest, redact
+from .clients import ClientPool
 from .config import ConsortiumConfig
 from .errors import ConfigError, RunFailed
 from .events import (
@@ -242,6 +243,9 @@ class Run:
         )
         # One pass over llm's models for the arbiter and every member.
         models, missing = resolve.get_models([*([config.arbiter] if config.arbiter else []), *config.models])
+        # One HTTP client per endpoint for the whole run (llm builds one per call).
+        clients = ClientPool()
+        models = {name: clients.adopt(model) for name, model in models.items()}
         arbiter_model = None
         if config.arbiter:
             if config.arbiter in missing:
@@ -384,6 +388,7 @@ class Run:
                 output_tokens=self.output_tokens,
                 duration_ms=int((time.monotonic() - self._started) * 1000),
             )
+            clients.close()
         self.result = {
             "synthesis": decision.to_dict(),
             "iterations": [item.to_dict() for item in iterations],
