@@ -4,9 +4,9 @@
 prompt, and building one costs tens of milliseconds of CPU (nearly all of it
 a new TLS context). A run calls many members at once; those costs queue up on
 the GIL. ``ClientPool.adopt(model)`` returns a copy of a model whose
-``get_client`` hands out one client per (endpoint, key, headers, …) for the
-pool's lifetime (a run), built by the plugin's own ``get_client`` the first
-time.
+``get_client`` hands out one client per (endpoint, key, headers, …), built by
+the plugin's own ``get_client`` the first time. Runs adopt their models into
+one pool per process (``shared_pool()``).
 
 Safety:
 
@@ -20,7 +20,7 @@ Safety:
   loop); a client is only kept after checking it really carries that key,
   base URL and headers, so a client can never serve another endpoint or key;
 * the models ``llm`` hands out are never changed: only the pool's copies,
-  which live inside the run;
+  which live inside a run;
 * ``LLM_OPENAI_SHOW_RESPONSES`` (llm's logging client) disables reuse.
 """
 
@@ -74,9 +74,12 @@ class _Slot:
 
 
 class ClientPool:
-    """Clients shared by the adopted models of one run. Thread-safe."""
+    """Clients shared by the models it adopted. Thread-safe. At most
+    ``max_clients`` are kept (the least recently used is dropped, and closed
+    by the garbage collector once no call uses it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_clients: int = 32) -> None:
+        self.max_clients = max_clients
         self._slots: dict[tuple[Any, ...], _Slot] = {}
         self._lock = threading.Lock()
 
@@ -94,7 +97,10 @@ class ClientPool:
                 return build(adopted, key, async_=async_)
             identity = self._identity(owner, adopted, key, async_)
             with self._lock:
-                slot = self._slots.setdefault(identity, _Slot())
+                slot = self._slots.pop(identity, None) or _Slot()
+                self._slots[identity] = slot  # the most recently used last
+                while len(self._slots) > self.max_clients:
+                    del self._slots[next(iter(self._slots))]
             with slot.lock:
                 if slot.client is None and slot.reusable:
                     client = build(adopted, key, async_=async_)
@@ -115,7 +121,7 @@ class ClientPool:
         last (the factory asks ``get_key`` only when ``needs_key`` is set, and
         a missing key raises here just as it would there)."""
         api_key = model.get_key(key) if getattr(model, "needs_key", None) else DUMMY_KEY
-        loop = id(asyncio.get_running_loop()) if async_ else None
+        loop = asyncio.get_running_loop() if async_ else None  # async clients are bound to it
         return (
             owner,
             getattr(model, "api_base", None),
@@ -128,10 +134,11 @@ class ClientPool:
             api_key,
         )
 
-    def close(self) -> None:
-        """Close the sync clients (async ones belong to their event loop)."""
-        with self._lock:
-            slots, self._slots = list(self._slots.items()), {}
-        for identity, slot in slots:
-            if slot.client is not None and not identity[6]:
-                slot.client.close()
+
+_shared = ClientPool()
+
+
+def shared_pool() -> ClientPool:
+    """The process's pool: runs reuse each other's clients, so only the first
+    run in a process pays for building one per endpoint."""
+    return _shared

@@ -20,8 +20,8 @@ import llm
 
 from . import arbiter as arbiter_text
 from . import resolve
-from .calls import CallGroup, CallOutcome, CallRequest, redact
-from .clients import ClientPool
+from .calls import POLL_SECONDS, CallGroup, CallOutcome, CallRequest, redact
+from .clients import shared_pool
 from .config import ConsortiumConfig
 from .errors import ConfigError, RunFailed
 from .events import (
@@ -243,8 +243,8 @@ class Run:
         )
         # One pass over llm's models for the arbiter and every member.
         models, missing = resolve.get_models([*([config.arbiter] if config.arbiter else []), *config.models])
-        # One HTTP client per endpoint for the whole run (llm builds one per call).
-        clients = ClientPool()
+        # One HTTP client per endpoint (llm builds one per call).
+        clients = shared_pool()
         models = {name: clients.adopt(model) for name, model in models.items()}
         arbiter_model = None
         if config.arbiter:
@@ -388,7 +388,6 @@ class Run:
                 output_tokens=self.output_tokens,
                 duration_ms=int((time.monotonic() - self._started) * 1000),
             )
-            clients.close()
         self.result = {
             "synthesis": decision.to_dict(),
             "iterations": [item.to_dict() for item in iterations],
@@ -497,7 +496,6 @@ class Run:
             retries=config.retries,
             cancel=self.cancel,
             max_concurrency=config.max_concurrency,
-            wake_every=STORE_BATCH_SECONDS,
         )
         shells: dict[Hashable, MemberResult] = {}
         batch: list[MemberResult] = []
@@ -518,6 +516,9 @@ class Run:
                 # arrive close together (hundreds of members) share one.
                 yield from self._store_members(batch)
                 batch = []
+            # Wake soon only while results wait to be stored: polling every
+            # few milliseconds would take the GIL from the members' threads.
+            calls.wake_every = STORE_BATCH_SECONDS if batch else POLL_SECONDS
         yield from self._store_members(batch)
 
     def _store_members(self, results: list[MemberResult]) -> Iterator[MemberResult]:

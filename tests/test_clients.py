@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
+from types import SimpleNamespace
 
 import llm
 import openai
@@ -29,11 +31,14 @@ def sha(text: str) -> str:
 @pytest.fixture
 def endpoints(user_dir, monkeypatch):
     """Two servers: models ``ok-a``/``arbiter-a`` at A with key ``key-a`` and
-    header ``X-Team: a``, ``ok-b`` at B with ``key-b`` and ``X-Team: b``."""
+    header ``X-Team: a``, ``ok-b`` at B with ``key-b`` and ``X-Team: b``. The
+    key values are new for each test: clients are kept per process, by key."""
     for name in PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    (user_dir / "keys.json").write_text(json.dumps({"key-a": "secret-a", "key-b": "secret-b"}))
+    unique = uuid.uuid4().hex
+    keys = {"key-a": f"secret-a-{unique}", "key-b": f"secret-b-{unique}"}
+    (user_dir / "keys.json").write_text(json.dumps(keys))
     with serve() as a, serve() as b:
         write_extra_openai_models(
             user_dir,
@@ -44,7 +49,7 @@ def endpoints(user_dir, monkeypatch):
                 {"model_id": "ok-b", "api_base": b.base_url, "api_key_name": "key-b", "headers": {"X-Team": "b"}},
             ],
         )
-        yield a, b
+        yield SimpleNamespace(a=a, b=b, key_a=keys["key-a"], key_b=keys["key-b"])
 
 
 class CountingOpenAI(openai.OpenAI):
@@ -56,7 +61,7 @@ class CountingOpenAI(openai.OpenAI):
 
 
 def test_each_endpoint_gets_its_own_key_and_headers_and_one_client(endpoints, monkeypatch):
-    a, b = endpoints
+    a, b = endpoints.a, endpoints.b
     monkeypatch.setattr(openai, "OpenAI", CountingOpenAI)
     CountingOpenAI.built = 0
     result = create_consortium(["ok-a:4", "ok-b:4"], arbiter="arbiter-a", max_iterations=1).orchestrate(
@@ -70,20 +75,34 @@ def test_each_endpoint_gets_its_own_key_and_headers_and_one_client(endpoints, mo
     chats_a = [r for r in a.requests if r["path"].endswith("/chat/completions")]
     chats_b = [r for r in b.requests if r["path"].endswith("/chat/completions")]
     assert len(chats_a) == 5 and len(chats_b) == 4  # 4 members + the arbiter at A
-    assert {r["authorization_sha256"] for r in chats_a} == {sha("Bearer secret-a")}
-    assert {r["authorization_sha256"] for r in chats_b} == {sha("Bearer secret-b")}
+    assert {r["authorization_sha256"] for r in chats_a} == {sha(f"Bearer {endpoints.key_a}")}
+    assert {r["authorization_sha256"] for r in chats_b} == {sha(f"Bearer {endpoints.key_b}")}
     assert {header(r, "X-Team") for r in chats_a} == {"a"}
     assert {header(r, "X-Team") for r in chats_b} == {"b"}
     assert CountingOpenAI.built == 2  # one per endpoint for 9 calls
+    again = create_consortium(["ok-b:2"], arbiter="arbiter-a", max_iterations=1).orchestrate("q")
+    assert again["synthesis"]["synthesis"] == "42"
+    assert CountingOpenAI.built == 2  # the next run reuses them
+
+
+def test_the_pool_keeps_at_most_max_clients(endpoints, monkeypatch):
+    monkeypatch.setattr(openai, "OpenAI", CountingOpenAI)
+    CountingOpenAI.built = 0
+    pool = ClientPool(max_clients=1)
+    ok_a, ok_b = pool.adopt(llm.get_model("ok-a")), pool.adopt(llm.get_model("ok-b"))
+    for model in (ok_a, ok_a, ok_b, ok_a):
+        assert "<answer>42</answer>" in model.prompt("q", stream=False).text()
+    assert CountingOpenAI.built == 3
 
 
 def test_a_key_changed_between_runs_is_the_one_sent(endpoints, user_dir):
-    a, _ = endpoints
     create_consortium(["ok-a"], arbiter="arbiter-a", max_iterations=1).orchestrate("q")
-    (user_dir / "keys.json").write_text(json.dumps({"key-a": "rotated-a", "key-b": "secret-b"}))
+    rotated = endpoints.key_a + "-rotated"
+    (user_dir / "keys.json").write_text(json.dumps({"key-a": rotated, "key-b": endpoints.key_b}))
     create_consortium(["ok-a"], arbiter="arbiter-a", max_iterations=1).orchestrate("q")
-    keys = [r["authorization_sha256"] for r in a.requests if r["path"].endswith("/chat/completions")]
-    assert keys == [sha("Bearer secret-a")] * 2 + [sha("Bearer rotated-a")] * 2
+    chats = [r for r in endpoints.a.requests if r["path"].endswith("/chat/completions")]
+    keys = [r["authorization_sha256"] for r in chats]
+    assert keys == [sha(f"Bearer {endpoints.key_a}")] * 2 + [sha(f"Bearer {rotated}")] * 2
 
 
 def test_models_outside_a_run_are_not_changed(endpoints):
@@ -105,12 +124,11 @@ def test_a_client_that_does_not_carry_the_expected_key_is_never_reused(endpoints
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(openai, "OpenAI", Mangled)
-    a, b = endpoints
     result = create_consortium(["ok-a:3", "ok-b:2"], arbiter="arbiter-a", max_iterations=1).orchestrate("q")
     assert result["synthesis"]["synthesis"] == "42"
     assert Mangled.built == 6
-    chats_b = [r for r in b.requests if r["path"].endswith("/chat/completions")]
-    assert {r["authorization_sha256"] for r in chats_b} == {sha("Bearer secret-b-changed")}
+    chats_b = [r for r in endpoints.b.requests if r["path"].endswith("/chat/completions")]
+    assert {r["authorization_sha256"] for r in chats_b} == {sha(f"Bearer {endpoints.key_b}-changed")}
 
 
 def test_only_llms_own_openai_factory_is_adopted(endpoints):
@@ -129,7 +147,7 @@ def test_only_llms_own_openai_factory_is_adopted(endpoints):
 
 
 def test_a_missing_key_fails_that_member_as_llm_would(endpoints, user_dir):
-    (user_dir / "keys.json").write_text(json.dumps({"key-a": "secret-a"}))
+    (user_dir / "keys.json").write_text(json.dumps({"key-a": endpoints.key_a}))
     result = create_consortium(["ok-a", "ok-b"], arbiter="arbiter-a", max_iterations=1).orchestrate("q")
     by_model = {r["model"]: r for r in result["iterations"][0]["model_responses"]}
     assert by_model["ok-a"]["response"]
