@@ -51,6 +51,20 @@ def test_a_run_of_many_distinct_models_makes_one_pass_and_the_next_none():
     assert plugin.passes == 1  # the second run used the cached registry
 
 
+def test_save_checks_many_models_in_one_pass():
+    specs = {f"saved-{i}": {"answer": "7"} for i in range(15)}
+    plugin = CountingPlugin(specs)
+    pm.register(plugin, name="undo-counting")
+    try:
+        args = [arg for i in range(15) for arg in ("-m", f"saved-{i}")]
+        result = invoke("consortium", "save", "wide", *args, "-m", "not-installed", "--arbiter", "saved-0")
+    finally:
+        pm.unregister(name="undo-counting")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("not installed") == 1 and "'not-installed'" in result.stderr
+    assert plugin.passes == 1
+
+
 def test_a_plugin_registered_later_is_seen_by_the_next_run(fakes):
     with fakes({"early": {"answer": "1"}, "judge": {"arbiter": True}}):
         orchestrator = create_consortium(["early", "late"], arbiter="judge", max_iterations=1)
