@@ -1,4 +1,4 @@
-"""One HTTP client per endpoint for ``llm``'s OpenAI-family models in a run.
+"""One HTTP client per endpoint for ``llm``'s OpenAI-family models.
 
 ``llm``'s OpenAI plugin builds a new ``openai.OpenAI`` client for every
 prompt, and building one costs tens of milliseconds of CPU (nearly all of it
@@ -11,14 +11,15 @@ one pool per process (``shared_pool()``).
 Safety:
 
 * only models whose ``get_client`` is the one in ``llm.default_plugins.
-  openai_models`` (so its inputs are known) are adopted; anything else —
-  another plugin, a subclass that overrides it, a different ``llm`` whose
-  factory reads other attributes — is returned unchanged;
+  openai_models`` (llm 0.32 to 0.36 build clients from the same inputs) are
+  adopted; anything else — another plugin, a subclass that overrides it — is
+  returned unchanged;
 * the pool key holds every input of that factory: the class, ``api_base``,
   ``api_type``, ``api_version``, ``api_engine``, ``headers``, the key the
   model resolves right now, and sync/async (async clients also per event
   loop); a client is only kept after checking it really carries that key,
-  base URL and headers, so a client can never serve another endpoint or key;
+  base URL and headers — should a later ``llm`` build clients differently,
+  the check fails and every call gets a client of its own, as in ``llm``;
 * the models ``llm`` hands out are never changed: only the pool's copies,
   which live inside a run;
 * ``LLM_OPENAI_SHOW_RESPONSES`` (llm's logging client) disables reuse.

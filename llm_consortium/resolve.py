@@ -39,21 +39,17 @@ _lock = threading.RLock()
 
 @dataclass
 class Registry:
-    """One pass over ``llm``'s models: ``model``/``async_model`` by id or alias,
-    with ``llm.get_model``'s precedence (a later registration wins)."""
+    """One pass over ``llm``'s models: each model by id and by alias, with
+    ``llm.get_model``'s precedence (a later registration wins)."""
 
     entries: list[Any]
     models: dict[str, Any] = field(default_factory=dict)
-    async_models: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for entry in self.entries:
-            for table, model in ((self.models, entry.model), (self.async_models, entry.async_model)):
-                if model is None:
-                    continue
-                for alias in entry.aliases:
-                    table[alias] = model
-                table[model.model_id] = model
+            for alias in entry.aliases:
+                self.models[alias] = entry.model
+            self.models[entry.model.model_id] = entry.model
 
     def get(self, name: str) -> Any:
         """The (sync) model called ``name``; ``llm.UnknownModelError`` otherwise."""
@@ -61,10 +57,6 @@ class Registry:
             return self.models[name]
         except KeyError:
             raise llm.UnknownModelError(f"Unknown model: {name}") from None
-
-    def get_async(self, name: str) -> Any | None:
-        """The async counterpart of ``name``, or None."""
-        return self.async_models.get(name)
 
 
 _cached: tuple[tuple[Any, ...], Registry] | None = None
