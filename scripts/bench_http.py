@@ -162,6 +162,23 @@ print(json.dumps(results))
 """
 
 
+# One member call alone, with a reused client: the server's delay plus what
+# the client, the server and the machine add to every round trip.
+ONE_CALL = """
+import json, sys, time, llm
+from llm_consortium.clients import ClientPool
+rounds = int(sys.argv[2])
+model = ClientPool().adopt(llm.get_model("ok-1"))
+model.prompt(PROMPT, stream=False).text()
+walls = []
+for _ in range(rounds):
+    started = time.perf_counter()
+    model.prompt(PROMPT, stream=False).text()
+    walls.append(time.perf_counter() - started)
+print(json.dumps(walls))
+"""
+
+
 def start_server(delay: float) -> tuple[subprocess.Popen, str]:
     code = SERVE.format(tests=str(ROOT / "tests"), delay=delay, lifetime=SERVER_LIFETIME)
     server = subprocess.Popen(
@@ -223,6 +240,11 @@ def main() -> None:
             print(
                 f"HTTP: one round, every request answered after {options.delay * 1000:.0f} ms by a "
                 f"loopback server; floor {floor:.1f} s; {options.rounds} rounds per fresh process"
+            )
+            single = statistics.median(run_client(sys.executable, ONE_CALL, 1, 5, env, cwd=tmp))
+            print(
+                f"one member call alone takes {single:.3f} s here (median of 5): the round trip "
+                f"that two of make the floor"
             )
             print("wall / floor, first round (median of rounds):")
             header = f"{'members':>8}" + "".join(f"{name:>22}" for name, _, _ in contenders)
