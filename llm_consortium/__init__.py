@@ -18,6 +18,7 @@ _PUBLIC = {
     "ConsortiumConfig": "llm_consortium.config",
     "ConsortiumModel": "llm_consortium.model",
     "ConsortiumOrchestrator": "llm_consortium.orchestrator",
+    "DatabaseConnection": "llm_consortium.db",
     "IterationContext": "llm_consortium.results",
     "create_consortium": "llm_consortium.orchestrator",
 }
@@ -37,7 +38,19 @@ def __getattr__(name: str) -> Any:
 def register_commands(cli):
     from .cli import register
 
-    register(cli)
+    register(cli, _add_report_commands, _add_run_command)
+
+
+def _add_report_commands(consortium: Any) -> None:
+    from .reports import register
+
+    register(consortium)
+
+
+def _add_run_command(consortium: Any) -> None:
+    from .run_command import register
+
+    register(consortium)
 
 
 _warned: set[tuple[str, str]] = set()
@@ -58,11 +71,11 @@ def register_models(register):
     """Every saved consortium becomes a model. Never raises: a problem with
     the store or a row is one warning on stderr, and the rest still load."""
     from .errors import ConsortiumError
-    from .store import default_db_path, read_config_rows_for_startup
+    from .db import logs_db_path, read_config_rows_for_startup
 
     where = ""  # the database, as far as it is known
     try:
-        where = str(default_db_path())
+        where = str(logs_db_path())
         rows = read_config_rows_for_startup()
     except ConsortiumError as ex:
         _warn_once(where, f"llm-consortium: saved consortia not loaded: {ex}")

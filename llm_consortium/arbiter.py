@@ -14,6 +14,7 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 
+from .defaults import FALSE_WORDS, TRUE_WORDS
 from .prompts import load
 from .results import Decision, MemberResult
 
@@ -39,8 +40,6 @@ _RESERVED_OPEN = re.compile(
     r"<(?=\s*/?\s*(?:" + "|".join(RESERVED_TAGS) + r")\b)", re.IGNORECASE
 )
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?")
-_TRUE = {"true", "yes", "y", "1"}
-_FALSE = {"false", "no", "n", "0"}
 
 
 def neutralise(text: str) -> str:
@@ -77,9 +76,9 @@ def parse_confidence(text: str | None) -> float | None:
 
 def parse_bool(text: str | None) -> bool | None:
     word = (text or "").strip().strip(".").lower()
-    if word in _TRUE:
+    if word in TRUE_WORDS:
         return True
-    if word in _FALSE:
+    if word in FALSE_WORDS:
         return False
     return None
 

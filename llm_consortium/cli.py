@@ -11,7 +11,13 @@ import click
 
 from typing import TYPE_CHECKING
 
-from .defaults import CLUSTERING_ALGORITHMS, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EMBEDDING_BACKENDS
+from .defaults import (
+    CLUSTERING_ALGORITHMS,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    EMBEDDING_BACKENDS,
+    JUDGING_METHODS,
+)
 from .errors import ConfigError, ConsortiumError
 
 if TYPE_CHECKING:
@@ -46,11 +52,14 @@ class ConsortiumGroup(click.Group):
 
     command_class = OneLineErrorsCommand
     _built = False
+    more_commands: tuple[Callable[[click.Group], None], ...] = ()
 
     def _build(self) -> None:
         if not self._built:
             self._built = True
             add_commands(self)
+            for add in self.more_commands:
+                add(self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._build()
@@ -136,7 +145,7 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--system", "system_prompt", help="System prompt for consortium members"),
         click.option(
             "--judging-method",
-            type=click.Choice(["default", "rank"], case_sensitive=False),
+            type=click.Choice(list(JUDGING_METHODS), case_sensitive=False),
             default="default",
             show_default=True,
             help="Judging method for the arbiter (default=synthesis, rank).",
@@ -309,7 +318,7 @@ def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None
 def save_config(name: str, config: ConsortiumConfig) -> None:
     """Validate a new consortium against the models and saved consortia, then save it."""
     from .saved import check_no_cycle, load_configs
-    from .store import shared_store
+    from .db import shared_store
 
     store = shared_store()
     others = {key: value for key, value in load_configs(store).items() if key != name}
@@ -356,7 +365,10 @@ def config_json(name: str, config: ConsortiumConfig) -> dict[str, Any]:
     return {"name": name, **config.to_dict()}
 
 
-def register(cli: click.Group) -> None:
+def register(cli: click.Group, *more: Callable[[click.Group], None]) -> None:
+    """Add ``llm consortium``; ``more`` add further commands to it (the
+    report and run commands, which import this module) when it is built."""
+
     @cli.group(cls=ConsortiumGroup)
     def consortium():
         """Commands for managing and running model consortiums
@@ -367,6 +379,9 @@ def register(cli: click.Group) -> None:
             llm -m my-team "What causes the seasons?"
             llm consortium runs
         """
+
+    assert isinstance(consortium, ConsortiumGroup)
+    consortium.more_commands = more
 
 
 def add_commands(consortium: click.Group) -> None:
@@ -400,7 +415,7 @@ def add_commands(consortium: click.Group) -> None:
             llm consortium list --json
         """
         from .saved import load_configs
-        from .store import shared_store
+        from .db import shared_store
 
         configs = load_configs(shared_store())
         if json_output:
@@ -427,7 +442,7 @@ def add_commands(consortium: click.Group) -> None:
             llm consortium info my-team --json
         """
         from .saved import parse_config_row
-        from .store import shared_store
+        from .db import shared_store
 
         try:
             config = parse_config_row(shared_store().config_row(name))
@@ -448,7 +463,7 @@ def add_commands(consortium: click.Group) -> None:
         Example usage:
             llm consortium remove my-team
         """
-        from .store import shared_store
+        from .db import shared_store
 
         shared_store().remove_config(name)
         click.echo(f"Consortium configuration '{name}' removed.")
@@ -488,11 +503,4 @@ def add_commands(consortium: click.Group) -> None:
                     shown = json.dumps(default) if not isinstance(default, str) else default
                     click.echo(f"    {param['name']} ({param['type']}, default {shown}): {param['help']}")
             click.echo()
-
-    from .reports import register as register_reports
-
-    register_reports(consortium)
-    from .run_command import register as register_run
-
-    register_run(consortium)
 

@@ -72,13 +72,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .defaults import CLUSTERING_ALGORITHMS
 from .embeddings import MissingExtraError, import_optional
 from .geometry import Vector, centroid, cosine_distance, pairwise_distances
 
 if TYPE_CHECKING:
     import numpy
 
-ALGORITHMS = ("dbscan", "hdbscan", "tropical")
 DENSITY_EPSILON = 1e-9
 NOISE = -1
 
@@ -109,8 +109,8 @@ class ClusteringResult:
 
 def _check_algorithm(algorithm: str) -> str:
     name = algorithm.strip().lower() if isinstance(algorithm, str) else algorithm
-    if name not in ALGORITHMS:
-        valid = ", ".join(ALGORITHMS)
+    if name not in CLUSTERING_ALGORITHMS:
+        valid = ", ".join(CLUSTERING_ALGORITHMS)
         raise ValueError(
             f"unknown clustering algorithm {algorithm!r}; valid algorithms: {valid}"
         )

@@ -16,8 +16,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .reports import json_column
-from .store import Store
+from .db import RunFilter, Store
 
 
 def model_names(name: str) -> list[str]:
@@ -44,28 +43,9 @@ def successful_runs(
     min_confidence: float | None = None,
 ) -> list[dict[str, Any]]:
     """Finished runs with a final synthesis, oldest first, filtered."""
-    where = ["status = 'success'", "final_synthesis IS NOT NULL"]
-    params: list[Any] = []
-    if since:
-        where.append("created_at >= ?")
-        params.append(since)
-    if min_confidence is not None:
-        where.append("final_confidence >= ?")
-        params.append(min_confidence)
-    if model:
-        names = model_names(model)
-        marks = ", ".join("?" for _ in names)
-        where.append(
-            "EXISTS (SELECT 1 FROM consortium_members m "
-            f"WHERE m.run_id = consortium_runs.id AND m.model IN ({marks}))"
-        )
-        params.extend(names)
-    sql = (
-        "SELECT * FROM consortium_runs WHERE "
-        + " AND ".join(where)
-        + " ORDER BY created_at, rowid"
+    return store.training_runs(
+        RunFilter(since=since, models=model_names(model) if model else (), min_confidence=min_confidence)
     )
-    return store.query(sql, params)
 
 
 def training_record(run: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +53,7 @@ def training_record(run: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, str]] = []
     if run.get("system_prompt"):
         messages.append({"role": "system", "content": run["system_prompt"]})
-    for turn in json_column(run.get("conversation_json"), []) or []:
+    for turn in run.get("conversation_json") or []:
         role, text = turn[0], turn[1]
         if role in ("user", "assistant") and text:
             messages.append({"role": role, "content": text})
@@ -86,7 +66,7 @@ def training_record(run: dict[str, Any]) -> dict[str, Any]:
             "consortium": run.get("config_name"),
             "confidence": run.get("final_confidence"),
             "iterations": run.get("iteration_count"),
-            "members": json_column(run.get("member_models"), {}),
+            "members": run.get("member_models") or {},
             "arbiter": run.get("arbiter"),
             "strategy": run.get("strategy"),
             "judging_method": run.get("judging_method"),

@@ -9,22 +9,18 @@ rows of the matching runs:
   first; ``chosen``: decisions whose chosen response is one of its answers;
   ``mean_rank``: mean 1-based position in the arbiter rankings it appears in;
 - ``mean_confidence``: mean self-reported confidence of its answers;
-- ``eliminated``: instances an elimination strategy dropped — marked in the
-  member row (``extra_json`` ``"eliminated"``) or the decision
-  (``decision_json`` ``"eliminated"``), or, in an ``elimination`` run, missing
-  from the next iteration;
+- ``eliminated``: instances a strategy dropped (the member rows' ``eliminated``
+  flag);
 - ``input_tokens`` / ``output_tokens``: summed over its calls;
   ``mean_latency_ms``: mean duration of its successful calls.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .reports import json_column
-from .store import Store
+from .db import RunFilter, Store, json_column
 
 COLUMNS = (
     ("model", "Model"),
@@ -93,34 +89,12 @@ def _mean(values: list[int] | list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def _run_filter(since: str | None, consortium: str | None) -> tuple[str, list[Any]]:
-    where, params = ["1 = 1"], []
-    if since:
-        where.append("r.created_at >= ?")
-        params.append(since)
-    if consortium:
-        where.append("r.config_name = ?")
-        params.append(consortium)
-    return " AND ".join(where), params
-
-
 def leaderboard(
     store: Store, since: str | None = None, consortium: str | None = None
 ) -> list[dict[str, Any]]:
     """One dict per member model, best first (most often chosen, then ranked
     first, then the better mean rank)."""
-    where, params = _run_filter(since, consortium)
-    members = store.query(
-        "SELECT m.*, r.strategy AS run_strategy FROM consortium_members m "
-        f"JOIN consortium_runs r ON r.id = m.run_id WHERE {where} "
-        "ORDER BY m.run_id, m.iteration, m.member_index",
-        params,
-    )
-    decisions = store.query(
-        "SELECT d.run_id, d.iteration, d.ranking_json, d.chosen_response_id, d.decision_json "
-        f"FROM arbiter_decisions d JOIN consortium_runs r ON r.id = d.run_id WHERE {where}",
-        params,
-    )
+    members, decisions = store.leaderboard_rows(RunFilter(since=since, consortium=consortium))
     stats: dict[str, ModelStats] = {}
     by_member: dict[tuple[str, int, str], dict[str, Any]] = {}
     by_response: dict[tuple[str, str], dict[str, Any]] = {}
@@ -128,7 +102,7 @@ def leaderboard(
         stats.setdefault(row["model"], ModelStats(row["model"])).add_member(row)
         by_member[(row["run_id"], row["iteration"], str(row["member_id"]))] = row
         by_response[(row["run_id"], row["response_id"])] = row
-        if json_column(row.get("extra_json"), {}).get("eliminated"):
+        if row.get("eliminated"):
             stats[row["model"]].eliminated.add((row["run_id"], str(row["member_id"])))
     for decision in decisions:
         run_id, iteration = decision["run_id"], decision["iteration"]
@@ -142,12 +116,6 @@ def leaderboard(
         chosen = by_response.get((run_id, decision.get("chosen_response_id")))
         if chosen is not None:
             stats[chosen["model"]].chosen += 1
-        for member_id in json_column(decision.get("decision_json"), {}).get("eliminated") or []:
-            row = by_member.get((run_id, iteration, str(member_id)))
-            if row is not None:
-                stats[row["model"]].eliminated.add((run_id, str(member_id)))
-    for model, run_id, member_id in _dropped_members(members):
-        stats[model].eliminated.add((run_id, member_id))
     ordered = sorted(
         stats.values(),
         key=lambda item: (
@@ -159,23 +127,6 @@ def leaderboard(
         ),
     )
     return [item.to_dict() for item in ordered]
-
-
-def _dropped_members(members: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """In ``elimination`` runs: instances called in one iteration and not in
-    the next one (the strategy dropped them)."""
-    called: dict[str, dict[int, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
-    for row in members:
-        if row.get("run_strategy") == "elimination":
-            called[row["run_id"]][row["iteration"]][str(row["member_id"])] = row["model"]
-    dropped = []
-    for run_id, iterations in called.items():
-        numbers = sorted(iterations)
-        for current, following in zip(numbers, numbers[1:]):
-            for member_id, model in iterations[current].items():
-                if member_id not in iterations[following]:
-                    dropped.append((model, run_id, member_id))
-    return dropped
 
 
 def _cell(key: str, value: Any) -> str:

@@ -13,7 +13,7 @@ from .errors import ConsortiumError, RunFailed
 from .orchestrator import ConsortiumOrchestrator, history_from_messages
 from .progress import Reporter, answer_pieces
 from .saved import check_no_cycle, load_configs
-from .store import shared_store
+from .db import shared_store
 
 # Attachments are passed through to every member; a member that cannot take
 # one fails (and is reported) instead of the whole consortium refusing.

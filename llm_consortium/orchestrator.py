@@ -9,7 +9,6 @@ Auto and manual context differ only in the messages a member is sent.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -36,7 +35,7 @@ from .events import (
 )
 from .prompts import load
 from .results import Decision, IterationContext, Member, MemberResult, members_from_models
-from .store import Store, shared_store, utcnow
+from .db import Store, shared_store
 from .strategies import StrategyContext, StrategyOutcome, get_strategy_class
 
 Turn = tuple[str, str]
@@ -252,23 +251,11 @@ class Run:
                 raise ConfigError(f"Unknown arbiter model: {config.arbiter}")
             arbiter_model = models[config.arbiter]
         self.store.start_run(
-            {
-                "id": self.run_id,
-                "config_name": self.orchestrator.config_name,
-                "strategy": config.strategy,
-                "judging_method": config.judging_method,
-                "confidence_threshold": config.confidence_threshold,
-                "max_iterations": config.max_iterations,
-                "iteration_count": 0,
-                "user_prompt": self.prompt,
-                "category": config.category,
-                "expected_agreement": config.expected_agreement,
-                "system_prompt": config.system_prompt,
-                "config_json": config.to_dict(),
-                "arbiter": config.arbiter,
-                "member_models": config.models,
-                "conversation_json": [list(turn) for turn in self.history] or None,
-            }
+            self.run_id,
+            self.prompt,
+            config,
+            config_name=self.orchestrator.config_name,
+            history=self.history,
         )
         self.status = "running"
         error: str | None = None
@@ -303,15 +290,16 @@ class Run:
                 if not config.manual_context:
                     for result in succeeded:
                         own_turns[result.member.id] += [("user", result.prompt), ("assistant", result.text or "")]
+                outcome: StrategyOutcome | None = None
                 try:
                     outcome = strategy.process_responses(succeeded, iteration)
                 finally:
-                    self._save_extras(results)
+                    # Which answers reach the arbiter, and the strategy's notes.
+                    self.store.record_judged(self.run_id, results, outcome.responses if outcome else ())
                 if not outcome.responses:
                     raise RunFailed(
                         f"Strategy '{config.strategy}' passed no responses to the arbiter in iteration {iteration}"
                     )
-                self.store.mark_selected(self.run_id, iteration, [r.response_id for r in outcome.responses])
                 if arbiter_model is None:
                     first = outcome.responses[0]
                     decision = Decision(
@@ -343,18 +331,14 @@ class Run:
                     final=final,
                 )
                 strategy.update_state(context)
-                # After update_state, so what the strategy noted (eliminations)
-                # is in the result as well as in the store.
+                # After update_state, so eliminations are in the result as
+                # well as in the store.
                 context.model_responses = [result.to_dict() for result in results]
-                self._save_extras(results)
+                self.store.record_eliminated(self.run_id, results)
                 iterations.append(context)
                 self.orchestrator.iteration_history = [item.to_dict() for item in iterations]
-                self.store.update_run(
-                    self.run_id,
-                    iteration_count=iteration,
-                    final_confidence=decision.confidence,
-                    input_tokens=self.input_tokens,
-                    output_tokens=self.output_tokens,
+                self.store.record_progress(
+                    self.run_id, iteration, decision.confidence, self.input_tokens, self.output_tokens
                 )
                 yield IterationFinished(iteration, decision, final)
                 if final:
@@ -406,12 +390,6 @@ class Run:
         }
         self.orchestrator.consortium_id = self.run_id
         yield RunFinished(self.run_id, self.status, self.result)
-
-    def _save_extras(self, results: list[MemberResult]) -> None:
-        """Store what the strategy noted on each response (``MemberResult.extra``)."""
-        self.store.update_member_extras(
-            self.run_id, {result.response_id: result.extra for result in results if result.extra}
-        )
 
     def _members_failed_message(self, iteration: int, results: list[MemberResult]) -> str:
         failed = [result for result in results if not result.ok]
@@ -523,7 +501,7 @@ class Run:
 
     def _store_members(self, results: list[MemberResult]) -> Iterator[MemberResult]:
         if results:
-            self.store.record_members([self._member_row(result) for result in results])
+            self.store.record_members(self.run_id, results)
             yield from results
 
     def _member_result(self, shell: MemberResult, outcome: CallOutcome | None) -> MemberResult:
@@ -542,32 +520,6 @@ class Run:
         shell.answer = arbiter_text.member_answer(outcome.text or "")
         shell.confidence = arbiter_text.member_confidence(outcome.text or "")
         return shell
-
-    def _member_row(self, result: MemberResult) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "response_id": result.response_id,
-            "role": result.role or "member",
-            "iteration": result.iteration,
-            "member_index": result.member.index,
-            "member_id": result.member.id,
-            "model": result.member.model,
-            "instance": result.member.instance,
-            "prompt": result.prompt,
-            "system": result.system,
-            "response": result.text,
-            "answer": result.answer,
-            "error": result.error,
-            "confidence": result.confidence,
-            "input_tokens": result.input_tokens,
-            "output_tokens": result.output_tokens,
-            "duration_ms": result.duration_ms,
-            "attempts": result.attempts,
-            "status": "ok" if result.ok else "failed",
-            "selected": 0,
-            "extra_json": result.extra or None,
-            "created_at": utcnow(),
-        }
 
     # -- the arbiter --------------------------------------------------------
     def _judge(
@@ -642,46 +594,16 @@ class Run:
             decision.geometric_confidence = telemetry.get("geometric_confidence")
             decision.centroid_vector = telemetry.get("centroid_vector")
             decision.outliers = list(telemetry.get("outliers") or [])
-        self.store.record_embeddings(
-            [{"run_id": self.run_id, "iteration": iteration, **row} for row in telemetry.get("embeddings", [])]
-        )
-        self.store.record_clusters(
-            [{"run_id": self.run_id, "iteration": iteration, **row} for row in telemetry.get("clusters", [])]
-        )
-        data = decision.to_dict() if decision else {}
-        data.pop("raw_arbiter_response", None)
-        notes = {key: value for key, value in telemetry.items() if key not in STORED_TELEMETRY}
-        if notes:
-            data["strategy_notes"] = notes
         self.store.record_decision(
-            {
-                "run_id": self.run_id,
-                "iteration": iteration,
-                "response_id": call.response_id if call else None,
-                "chosen_response_id": decision.chosen_response_id if decision else None,
-                "confidence": decision.confidence if decision else None,
-                "synthesis": decision.synthesis if decision else None,
-                "decision_json": json.dumps(data, default=str) if decision else None,
-                "ranking_json": json.dumps(decision.ranking) if decision else None,
-                "refinement_areas": json.dumps(decision.refinement_areas) if decision else None,
-                "geometric_confidence": decision.geometric_confidence if decision else None,
-                "centroid_vector": json.dumps(decision.centroid_vector)
-                if decision and decision.centroid_vector is not None
-                else None,
-                "model": self.config.arbiter,
-                "prompt": prompt,
-                "raw_response": call.text if call else None,
-                "analysis": decision.analysis if decision else None,
-                "dissent": decision.dissent if decision else None,
-                "needs_iteration": int(decision.needs_iteration) if decision else None,
-                "outliers_json": json.dumps(decision.outliers) if decision else None,
-                "error": call.error if call else None,
-                "input_tokens": call.input_tokens if call else None,
-                "output_tokens": call.output_tokens if call else None,
-                "duration_ms": call.duration_ms if call else None,
-                "attempts": call.attempts if call else None,
-                "created_at": utcnow(),
-            }
+            self.run_id,
+            iteration,
+            decision,
+            arbiter=self.config.arbiter,
+            prompt=prompt,
+            call=call,
+            notes={key: value for key, value in telemetry.items() if key not in STORED_TELEMETRY},
+            embeddings=telemetry.get("embeddings", ()),
+            clusters=telemetry.get("clusters", ()),
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from .cli import friendly_errors
+from .db import json_column
 
 SINCE_HELP = "Only runs since this date (YYYY-MM-DD or ISO timestamp, UTC)"
 
@@ -71,20 +72,6 @@ def _number(value: Any) -> str:
     return "n/a" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def json_column(text: Any, default: Any) -> Any:
-    """A JSON text column decoded, or ``default`` when it is missing,
-    unreadable or (for a list/dict ``default``) of another type."""
-    if not isinstance(text, str) or not text:
-        return default
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return default
-    if default is not None and not isinstance(value, type(default)):
-        return default
-    return value
-
-
 def _timestamp(text: Any) -> datetime.datetime | None:
     if not isinstance(text, str) or not text:
         return None
@@ -92,14 +79,6 @@ def _timestamp(text: Any) -> datetime.datetime | None:
         return datetime.datetime.fromisoformat(text)
     except ValueError:
         return None
-
-
-def _run_json(row: dict[str, Any]) -> dict[str, Any]:
-    data = dict(row)
-    for key in ("config_json", "member_models", "conversation_json"):
-        if isinstance(data.get(key), str):
-            data[key] = json.loads(data[key])
-    return data
 
 
 def _sum(values: list[Any]) -> int | None:
@@ -146,18 +125,9 @@ def iteration_summaries(details: dict[str, Any]) -> list[dict[str, Any]]:
     return summaries
 
 
-def _eliminated_ids(members: list[dict[str, Any]], decision: dict[str, Any] | None) -> set[str]:
-    """Member ids an elimination strategy dropped after this iteration, where
-    it recorded them (member ``extra_json`` or the decision's JSON)."""
-    ids = {
-        str(row.get("member_id"))
-        for row in members
-        if json_column(row.get("extra_json"), {}).get("eliminated")
-    }
-    if decision:
-        listed = json_column(decision.get("decision_json"), {}).get("eliminated") or []
-        ids |= {str(item) for item in listed if not isinstance(item, bool)}
-    return ids
+def _eliminated_ids(members: list[dict[str, Any]]) -> set[str]:
+    """Member ids a strategy dropped after this iteration."""
+    return {str(row.get("member_id")) for row in members if row.get("eliminated")}
 
 
 def print_run_details(details: dict[str, Any]) -> None:
@@ -169,7 +139,7 @@ def print_run_details(details: dict[str, Any]) -> None:
     echo(f"Consortium: {run.get('config_name') or '(one-off)'} | Status: {run.get('status')}")
     echo(f"Created: {run['created_at']} | Wall time: {_seconds(run.get('duration_ms'))}")
     echo(f"Details: {run.get('strategy')} strategy, {run.get('judging_method')} judging")
-    members_config = json_column(run.get("member_models"), {})
+    members_config = run.get("member_models") or {}
     if members_config:
         listed = ", ".join(f"{model} x{count}" for model, count in members_config.items())
         echo(f"Members: {listed} | Arbiter: {run.get('arbiter') or '(none)'}")
@@ -182,7 +152,7 @@ def print_run_details(details: dict[str, Any]) -> None:
         echo(f"Error: {run['error']}")
     if run.get("system_prompt"):
         echo(f"System: {run['system_prompt']}")
-    for role, text in json_column(run.get("conversation_json"), []) or []:
+    for role, text in run.get("conversation_json") or []:
         echo(f"Earlier {role}: {_short(text, 100)}")
     echo(f"Prompt: {run.get('user_prompt')}")
     decisions = {row["iteration"]: row for row in details["decisions"]}
@@ -205,7 +175,7 @@ def print_run_details(details: dict[str, Any]) -> None:
         for member in members:
             _print_member(member, decision is not None, outliers)
         if decision is not None:
-            _print_decision(decision, number, labels, _eliminated_ids(members, decision), details)
+            _print_decision(decision, number, labels, _eliminated_ids(members), details)
     if run.get("final_synthesis") is not None and run.get("status") == "success":
         echo("\n=== Final Synthesis ===")
         echo(run["final_synthesis"])
@@ -214,7 +184,7 @@ def print_run_details(details: dict[str, Any]) -> None:
 def _print_member(member: dict[str, Any], judged: bool, outliers: set[str]) -> None:
     echo = click.echo
     label = f"{member['model']}[{member['instance']}]"
-    role = f" role={member['role']}" if member.get("role") not in (None, "member") else ""
+    role = f" role={member['member_role']}" if member.get("member_role") else ""
     head = f"  Member #{member['member_id']} {label}{role}"
     attempts = member.get("attempts") or 0
     retried = f", {attempts} attempts" if attempts > 1 else ""
@@ -329,11 +299,11 @@ def register(consortium: click.Group) -> None:
             llm consortium runs
             llm consortium runs --limit 50 --since 2026-01-01 --json
         """
-        from .store import shared_store
+        from .db import shared_store
 
         rows = shared_store().runs(limit=limit, since=since)
         if json_output:
-            click.echo(json.dumps([_run_json(row) for row in rows], indent=2))
+            click.echo(json.dumps(rows, indent=2))
             return
         if not rows:
             click.echo("No recent consortium executions found.")
@@ -371,12 +341,11 @@ def register(consortium: click.Group) -> None:
             llm consortium run-info 3f2a9c
             llm consortium run-info 3f2a9c --json | jq '.members[].model'
         """
-        from .store import shared_store
+        from .db import shared_store
 
         details = shared_store().run_details(run_id)
         if json_output:
             summaries = iteration_summaries(details)
-            details["run"] = _run_json(details["run"])
             details["iterations"] = summaries
             click.echo(json.dumps(details, indent=2))
         else:
@@ -411,7 +380,7 @@ def register(consortium: click.Group) -> None:
             llm consortium export-training gpt.jsonl --model gpt-4o-mini
         """
         from .export import export_training
-        from .store import shared_store
+        from .db import shared_store
 
         if min_confidence is not None and min_confidence > 1:
             min_confidence /= 100
@@ -450,7 +419,7 @@ def register(consortium: click.Group) -> None:
             llm consortium leaderboard --json | jq '.[0].model'
         """
         from .leaderboard import format_table, leaderboard
-        from .store import shared_store
+        from .db import shared_store
 
         rows = leaderboard(shared_store(), since=since, consortium=consortium_name)
         if json_output:
@@ -487,7 +456,7 @@ def register(consortium: click.Group) -> None:
             llm consortium visualize 3f2a9c
             llm consortium visualize 3f2a9c -o run.html --cdn --open
         """
-        from .store import shared_store
+        from .db import shared_store
         from .visualize import write_run_page
 
         path = write_run_page(shared_store(), run_id, output, cdn=cdn)

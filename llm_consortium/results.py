@@ -48,6 +48,8 @@ class MemberResult:
     duration_ms: int = 0
     attempts: int = 0
     role: str | None = None
+    #: Set by a strategy that drops this member after its iteration.
+    eliminated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,6 +77,8 @@ class MemberResult:
             attempts=self.attempts,
             **self.extra,
         )
+        if self.eliminated:
+            data["eliminated"] = True
         return data
 
 
@@ -139,3 +143,29 @@ class IterationContext:
             "model_responses": self.model_responses,
             "synthesis": self.synthesis,
         }
+
+
+@dataclass(frozen=True)
+class ResponseEmbedding:
+    """The vector a semantic strategy computed for one member's answer."""
+
+    result: MemberResult
+    vector: list[float]
+    backend: str
+    embedding_model: str | None
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """One cluster of answers in an iteration (``label`` -1: every answer
+    was noise, and this holds them all). ``density`` is 1 - the mean
+    distance of the members to the centroid, as in the original plugin."""
+
+    label: int
+    centroid: list[float]
+    radius: float
+    density: float
+    member_ids: list[str]
+    algorithm: str
+    is_consensus: bool = False
+    all_noise: bool = False

@@ -10,7 +10,7 @@ import click
 
 from .config import ConsortiumConfig
 from .errors import ConfigError, ConsortiumError
-from .store import Store
+from .db import Store
 
 
 def parse_config_row(row: dict[str, Any]) -> ConsortiumConfig:

@@ -1,7 +1,7 @@
 """``visualize``: one run as an interactive plotly page.
 
-Top: the response embeddings the run stored (``response_embeddings``, written
-by the semantic strategy) projected to 2-D with PCA (numpy SVD; no
+Top: the response embeddings the run stored (written by the semantic
+strategy) projected to 2-D with PCA (numpy SVD; no
 scikit-learn needed) — colour = iteration, marker symbol = model, hover = the
 member's answer; outliers are outlined. Bottom: the arbiter's confidence, the
 geometric confidence and the members' mean self-reported confidence per
@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConsortiumError
-from .reports import json_column
-from .store import Store
+from .db import Store, json_column
 
 INSTALL_HINT = "visualize needs plotly: pip install 'llm-consortium[visualize]'"
 SYMBOLS = (

@@ -32,7 +32,7 @@ def fan_out(sizes: list[int], rounds: int) -> None:
     from llm.plugins import pm
 
     from llm_consortium import create_consortium
-    from llm_consortium.store import Store
+    from llm_consortium.db import Store
 
     class SlowMember(llm.Model):
         model_id = "bench-member"

@@ -84,7 +84,7 @@ def test_a_member_that_cannot_take_the_attachment_is_reported_not_fatal(cli, fak
     [line] = result.stderr.splitlines()
     assert line.startswith("llm-consortium: member text-only[0] failed: ")
     assert line.endswith("This model does not support attachments")
-    members = rows(user_dir, "select model, status, error from consortium_members order by member_index")
+    members = rows(user_dir, "select model, status, error from consortium_members where role != 'arbiter' order by position")
     assert [(m["model"], m["status"]) for m in members] == [("alpha", "ok"), ("text-only", "failed")]
     assert "does not support attachments" in members[1]["error"]
 

@@ -5,12 +5,12 @@ import sys
 import pytest
 
 from llm_consortium.clustering import (
-    ALGORITHMS,
     Cluster,
     ClusteringResult,
     cluster,
     subdominant_ultrametric,
 )
+from llm_consortium.defaults import CLUSTERING_ALGORITHMS as ALGORITHMS
 from llm_consortium.embeddings import EXTRA_INSTALL_HINT, MissingExtraError
 from llm_consortium.geometry import pairwise_distances
 

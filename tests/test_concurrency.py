@@ -21,7 +21,7 @@ import pytest
 
 from conftest import LLM_BIN, write_fake_spec
 from llm_consortium import create_consortium
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 
 PROCESSES = 32
 THREADS = 16
@@ -49,7 +49,7 @@ def check_run_rows(path, prompts):
         run = runs[prompt]
         assert run["status"] == "success", (prompt, run["error"])
         members = conn.execute(
-            "select * from consortium_members where run_id = ?", (run["id"],)
+            "select * from consortium_members where run_id = ? and role != 'arbiter'", (run["id"],)
         ).fetchall()
         assert len(members) == MEMBERS_PER_RUN
         assert all("<answer>42</answer>" in member["response"] for member in members)

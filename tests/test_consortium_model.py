@@ -45,7 +45,7 @@ def test_member_ids_follow_config_order_and_texts_are_stored(cli, fakes, user_di
     with fakes({**MEMBERS, "alpha": {**MEMBERS["alpha"], "latency": 0.3}}):
         save(cli, "--max-iterations", "1")
         cli("-m", "team", "Capital of France?")
-    members = rows(user_dir, "select * from consortium_members order by member_index")
+    members = rows(user_dir, "select * from consortium_members where role != 'arbiter' order by position")
     assert [(m["member_id"], m["model"], m["instance"]) for m in members] == [
         ("1", "alpha", 0),
         ("2", "alpha", 1),

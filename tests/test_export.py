@@ -6,7 +6,8 @@ import llm
 import pytest
 
 from llm_consortium import create_consortium
-from llm_consortium.store import shared_store
+from llm_consortium.config import ConsortiumConfig
+from llm_consortium.db import shared_store
 
 MODELS = {
     "fake-a": {"answer": "42", "confidence": 0.9, "usage": [10, 5]},
@@ -122,8 +123,8 @@ def test_min_confidence_filter(cli, fakes):
 def test_since_filter(cli, fakes):
     store = shared_store()
     store.start_run(
-        {"id": "ancient", "user_prompt": "old question", "member_models": {"fake-a": 1},
-         "created_at": "2020-03-01T12:00:00.000000+00:00"}
+        "ancient", "old question", ConsortiumConfig(models={"fake-a": 1}),
+        created_at="2020-03-01T12:00:00.000000+00:00",
     )
     store.finish_run("ancient", status="success", final_synthesis="old answer", final_confidence=1.0)
     make_runs(cli, fakes)

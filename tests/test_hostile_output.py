@@ -18,7 +18,7 @@ from llm.plugins import pm
 
 from conftest import fake_models
 from llm_consortium import create_consortium
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 
 # Brand-like model ids that must never reach the arbiter.
 HONEST = ["acme-one", "acme-two"]

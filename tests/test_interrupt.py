@@ -16,7 +16,7 @@ import pytest
 from conftest import LLM_BIN, fake_models, write_fake_spec
 from llm_consortium import create_consortium
 from llm_consortium.events import MemberFinished
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 
 MODELS = {
     "fast": {"answer": "42"},
@@ -182,7 +182,7 @@ def test_a_run_never_finished_by_its_process_is_marked_interrupted_at_exit(user_
         import os, sys
         from llm_consortium import create_consortium
         from llm_consortium.events import MemberFinished
-        from llm_consortium.store import Store
+        from llm_consortium.db import Store
 
         run = create_consortium(
             ["fast", "slow"], arbiter="judge", store=Store({str(tmp_path / "c.db")!r})

@@ -2,47 +2,49 @@
 
 import json
 
-from llm_consortium.store import shared_store
+from llm_consortium.calls import CallOutcome
+from llm_consortium.config import ConsortiumConfig
+from llm_consortium.db import shared_store
+from llm_consortium.results import Decision, Member, MemberResult
 
 from test_reports import two_iteration_run
 
 
-def member(mid, model, instance, confidence=None, tokens=(None, None), ms=100, error=None, extra=None):
+def member(mid, model, instance, confidence=None, tokens=(None, None), ms=100, error=None, eliminated=False):
     return dict(
         member_id=mid, model=model, instance=instance, confidence=confidence,
-        input_tokens=tokens[0], output_tokens=tokens[1], duration_ms=ms, error=error, extra=extra,
+        input_tokens=tokens[0], output_tokens=tokens[1], duration_ms=ms, error=error, eliminated=eliminated,
     )
 
 
 def add_run(run_id, name, strategy, created_at, iterations):
     """Write a run through the Store API. ``iterations``: a list of
-    ``(members, ranking, chosen member id, decision extras)``."""
+    ``(members, ranking, chosen member id)``."""
     store = shared_store()
-    store.start_run(
-        {"id": run_id, "config_name": name, "strategy": strategy, "created_at": created_at,
-         "user_prompt": f"prompt of {run_id}", "max_iterations": len(iterations)}
-    )
-    for number, (members, ranking, chosen, decision_json) in enumerate(iterations, 1):
-        store.record_members(
-            [
-                {
-                    "run_id": run_id, "response_id": f"{run_id}:{number}:{m['member_id']}",
-                    "iteration": number, "member_index": index, "member_id": m["member_id"],
-                    "model": m["model"], "instance": m["instance"],
-                    "response": None if m["error"] else "an answer", "error": m["error"],
-                    "confidence": m["confidence"], "input_tokens": m["input_tokens"],
-                    "output_tokens": m["output_tokens"], "duration_ms": m["duration_ms"],
-                    "status": "failed" if m["error"] else "ok", "extra_json": m["extra"],
-                }
-                for index, m in enumerate(members)
-            ]
+    models = {}
+    for members, _, _ in iterations:
+        for m in members:
+            models[m["model"]] = max(models.get(m["model"], 0), m["instance"] + 1)
+    config = ConsortiumConfig(models=models, strategy=strategy, max_iterations=len(iterations))
+    store.start_run(run_id, f"prompt of {run_id}", config, config_name=name, created_at=created_at)
+    for number, (members, ranking, chosen) in enumerate(iterations, 1):
+        results = [
+            MemberResult(
+                member=Member(m["member_id"], m["model"], m["instance"], index), iteration=number,
+                response_id=f"{run_id}:{number}:{m['member_id']}",
+                text=None if m["error"] else "an answer", error=m["error"], confidence=m["confidence"],
+                input_tokens=m["input_tokens"], output_tokens=m["output_tokens"], duration_ms=m["duration_ms"],
+                eliminated=m["eliminated"],
+            )
+            for index, m in enumerate(members)
+        ]
+        store.record_members(run_id, results)
+        decision = Decision(
+            synthesis="s", confidence=0.5, ranking=ranking,
+            chosen_response_id=f"{run_id}:{number}:{chosen}" if chosen else None,
         )
-        store.record_decision(
-            {"run_id": run_id, "iteration": number, "confidence": 0.5, "synthesis": "s",
-             "ranking_json": json.dumps(ranking),
-             "chosen_response_id": f"{run_id}:{number}:{chosen}" if chosen else None,
-             "decision_json": json.dumps(decision_json or {}), "input_tokens": 1000, "output_tokens": 1000}
-        )
+        call = CallOutcome(None, None, None, 1000, 1000, 0, 1)
+        store.record_decision(run_id, number, decision, arbiter="judge", call=call)
     store.finish_run(run_id, status="success", iteration_count=len(iterations))
 
 
@@ -51,30 +53,30 @@ def hand_made_runs():
         (
             [member("1", "alpha", 0, 0.9, (10, 2), 100), member("2", "alpha", 1, 0.7, (10, 2), 300),
              member("3", "beta", 0, 0.5, (20, 4), 200), member("4", "gamma", 0, None, (None, None), 50, "timed out")],
-            ["3", "1", "2"], "3", None,
+            ["3", "1", "2"], "3",
         ),
         (
             [member("1", "alpha", 0, 0.8, (10, 2), 100), member("2", "alpha", 1, 0.8, (10, 2), 100),
              member("3", "beta", 0, 0.6, (20, 4), 400), member("4", "gamma", 0, 0.4, (5, 1), 600)],
-            ["1", "3", "4", "2"], "1", None,
+            ["1", "3", "4", "2"], "1",
         ),
     ])
-    # An elimination run: gamma is ranked last and missing from iteration 2;
-    # alpha's instance is marked eliminated (member row and decision) after it.
+    # An elimination run: gamma is ranked last and eliminated after
+    # iteration 1; alpha's instance is eliminated after iteration 2.
     add_run("r2", "elim-team", "elimination", "2026-02-01T00:00:00.000000+00:00", [
         (
             [member("1", "alpha", 0, 0.6, (1, 1)), member("2", "beta", 0, 0.9, (2, 2)),
-             member("3", "gamma", 0, 0.2, (3, 3))],
-            ["2", "1", "3"], "2", None,
+             member("3", "gamma", 0, 0.2, (3, 3), eliminated=True)],
+            ["2", "1", "3"], "2",
         ),
         (
-            [member("1", "alpha", 0, 0.6, (1, 1), extra={"eliminated": True}),
+            [member("1", "alpha", 0, 0.6, (1, 1), eliminated=True),
              member("2", "beta", 0, 0.9, (2, 2))],
-            ["2", "1"], "2", {"eliminated": ["1"]},
+            ["2", "1"], "2",
         ),
     ])
     add_run("r3", "team-x", "default", "2020-01-01T00:00:00.000000+00:00", [
-        ([member("1", "alpha", 0, 1.0, (5, 5), 700)], ["1"], "1", None),
+        ([member("1", "alpha", 0, 1.0, (5, 5), 700)], ["1"], "1"),
     ])
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LLM_BIN, write_fake_spec
-from llm_consortium.store import shared_store
+from llm_consortium.db import shared_store
 
 MODELS = {
     "models": {"alpha": {"answer": "A"}, "judge": {"arbiter": True}},
@@ -182,7 +182,10 @@ def test_a_read_only_database_can_be_read_and_writes_fail_in_one_line(cli, fakes
 def test_a_database_from_a_newer_schema_is_refused_in_one_line(cli, fakes, user_dir):
     path = save_good(cli, fakes, user_dir)
     conn = sqlite3.connect(path)
-    conn.execute("insert into _consortium_migrations values ('m999_from_the_future', '2030-01-01')")
+    conn.execute(
+        "insert into _sqlite_migrations (migration_set, name, applied_at) "
+        "values ('llm-consortium', 'm999_from_the_future', '2030-01-01')"
+    )
     conn.commit()
     conn.close()
 
@@ -195,7 +198,7 @@ def test_a_database_from_a_newer_schema_is_refused_in_one_line(cli, fakes, user_
     assert_one_line_error(listing, message)
     assert_one_line_error(run, message)
     # Nothing was migrated or rewritten.
-    names = [row[0] for row in sqlite3.connect(path).execute("select name from _consortium_migrations")]
+    names = [row[0] for row in sqlite3.connect(path).execute("select name from _sqlite_migrations")]
     assert "m999_from_the_future" in names
 
 

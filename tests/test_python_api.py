@@ -7,7 +7,7 @@ import llm
 import pytest
 from llm.plugins import pm
 
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 
 
 def test_public_names_import_from_the_package():

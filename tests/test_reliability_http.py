@@ -21,7 +21,7 @@ from llm.plugins import pm
 
 from conftest import run_llm, write_fake_spec
 from llm_consortium import create_consortium
-from llm_consortium.store import Store
+from llm_consortium.db import Store
 from openai_server import serve, write_extra_openai_models
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -64,7 +64,7 @@ def only_run(user_dir):
 
 def members_by_model(user_dir, run_id):
     rows = db(user_dir).execute(
-        "select * from consortium_members where run_id = ? order by member_index", (run_id,)
+        "select * from consortium_members where run_id = ? and role != 'arbiter' order by position", (run_id,)
     )
     return {row["model"]: row for row in rows}
 

@@ -2,7 +2,10 @@
 
 import json
 
-from llm_consortium.store import shared_store
+from llm_consortium.calls import CallOutcome
+from llm_consortium.config import ConsortiumConfig
+from llm_consortium.db import shared_store
+from llm_consortium.results import Decision, Member, MemberResult
 from conftest import db_rows as rows
 
 # Known usage per call, so every sum is exact: one iteration costs
@@ -29,53 +32,40 @@ def two_iteration_run(cli, fakes, prompt="What is six times seven?"):
     return result
 
 
-def hand_made_run(run_id, **run_fields):
+def hand_made_run(run_id, created_at=None):
     """A run written through the Store API: member 3 left out by the
     strategy, member 2 an outlier, geometric confidence recorded."""
     store = shared_store()
-    store.start_run(
-        {
-            "id": run_id,
-            "config_name": "semantic-team",
-            "strategy": "semantic",
-            "judging_method": "default",
-            "confidence_threshold": 0.8,
-            "max_iterations": 1,
-            "iteration_count": 0,
-            "user_prompt": "Best sorting algorithm?",
-            "arbiter": "judge",
-            "member_models": {"m-one": 2, "m-two": 1},
-            **run_fields,
-        }
+    config = ConsortiumConfig(
+        models={"m-one": 2, "m-two": 1}, arbiter="judge", strategy="semantic",
+        embedding_backend="llm", max_iterations=1,
     )
+    store.start_run(run_id, "Best sorting algorithm?", config, config_name="semantic-team", created_at=created_at)
     members = [
         ("1", "m-one", 0, "Merge sort", 0.8, 11, 4, 120),
         ("2", "m-one", 1, "Bogo sort", 0.3, 12, 5, 130),
         ("3", "m-two", 0, "Quick sort", 0.7, 13, 6, 140),
     ]
-    store.record_members(
-        [
-            {
-                "run_id": run_id, "response_id": f"{run_id}:1:{mid}", "role": "member",
-                "iteration": 1, "member_index": int(mid) - 1, "member_id": mid, "model": model,
-                "instance": instance, "response": f"<answer>{answer}</answer>", "answer": answer,
-                "confidence": confidence, "input_tokens": tin, "output_tokens": tout,
-                "duration_ms": ms, "attempts": 1, "status": "ok", "selected": 0,
-            }
-            for mid, model, instance, answer, confidence, tin, tout, ms in members
-        ]
+    results = [
+        MemberResult(
+            member=Member(mid, model, instance, int(mid) - 1), iteration=1,
+            response_id=f"{run_id}:1:{mid}", text=f"<answer>{answer}</answer>", answer=answer,
+            confidence=confidence, input_tokens=tin, output_tokens=tout, duration_ms=ms, attempts=1,
+        )
+        for mid, model, instance, answer, confidence, tin, tout, ms in members
+    ]
+    store.record_members(run_id, results)
+    store.record_judged(run_id, results, results[:2])
+    decision = Decision(
+        synthesis="Merge sort", confidence=0.85, analysis="Most agree.", dissent="One says bogo.",
+        refinement_areas=["stability"], ranking=["1", "2"], chosen_response_id=f"{run_id}:1:1",
+        geometric_confidence=0.6125, outliers=["2"],
     )
-    store.mark_selected(run_id, 1, [f"{run_id}:1:1", f"{run_id}:1:2"])
-    store.record_decision(
-        {
-            "run_id": run_id, "iteration": 1, "response_id": "arb-1",
-            "chosen_response_id": f"{run_id}:1:1", "confidence": 0.85, "synthesis": "Merge sort",
-            "ranking_json": json.dumps(["1", "2"]), "refinement_areas": json.dumps(["stability"]),
-            "geometric_confidence": 0.6125, "outliers_json": json.dumps(["2"]), "model": "judge",
-            "analysis": "Most agree.", "dissent": "One says bogo.", "needs_iteration": 0,
-            "input_tokens": 200, "output_tokens": 30, "duration_ms": 500,
-        }
+    call = CallOutcome(
+        text=None, error=None, response_id="arb-1", input_tokens=200, output_tokens=30,
+        duration_ms=500, attempts=1,
     )
+    store.record_decision(run_id, 1, decision, arbiter="judge", call=call)
     store.finish_run(
         run_id, status="success", iteration_count=1, final_confidence=0.85,
         final_synthesis="Merge sort", input_tokens=236, output_tokens=45, duration_ms=700,
@@ -88,7 +78,7 @@ def test_token_sums_are_exact_in_runs_run_info_the_store_and_llm_logs(cli, fakes
     [run] = rows(user_dir, "select * from consortium_runs")
     assert (run["input_tokens"], run["output_tokens"]) == (254, 66)
     assert isinstance(run["duration_ms"], int) and run["duration_ms"] >= 0
-    members = rows(user_dir, "select * from consortium_members order by iteration, member_index")
+    members = rows(user_dir, "select * from consortium_members where role != 'arbiter' order by iteration, position")
     assert [(m["input_tokens"], m["output_tokens"]) for m in members] == [(10, 5), (10, 5), (7, 3)] * 2
     decisions = rows(user_dir, "select * from arbiter_decisions order by iteration")
     assert [(d["input_tokens"], d["output_tokens"]) for d in decisions] == [(100, 20), (100, 20)]

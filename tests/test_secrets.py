@@ -13,7 +13,7 @@ import pytest
 from llm.plugins import pm
 
 from llm_consortium import create_consortium
-from llm_consortium.store import Store, shared_store
+from llm_consortium.db import Store, shared_store
 from openai_server import serve, write_extra_openai_models
 
 STORED_KEY = "sk-stored-SECRET-0123456789abcdef"

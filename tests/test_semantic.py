@@ -59,7 +59,7 @@ def fresh_embedding_cache():
 
 
 def members(user_dir: Path) -> list[dict]:
-    found = rows(user_dir, "SELECT * FROM consortium_members ORDER BY iteration, member_index")
+    found = rows(user_dir, "SELECT * FROM consortium_members WHERE role != 'arbiter' ORDER BY iteration, position")
     for row in found:
         row["extra"] = json.loads(row["extra_json"]) if row["extra_json"] else {}
     return found
@@ -209,7 +209,7 @@ def test_near_duplicates_form_the_consensus_and_the_off_topic_answer_is_dropped(
     _, paris_centroid, paris_distances = hand_geometry([PARIS_1, PARIS_2, PARIS_3])
     assert json.loads(cluster["centroid_json"]) == pytest.approx(paris_centroid)
     assert cluster["radius"] == pytest.approx(max(paris_distances))
-    assert cluster["density"] == pytest.approx(3 / (max(paris_distances) + 1e-9))
+    assert cluster["density"] == pytest.approx(1 - sum(paris_distances) / 3)  # the original's meaning
 
     [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")
     confidence, centroid, _ = hand_geometry([PARIS_1, PARIS_2, PARIS_3, BANANAS])
@@ -387,8 +387,8 @@ def test_a_blank_answer_is_not_embedded_and_counts_as_noise(fakes):
         batches = list(fake_models.HashEmbedding.batches_by_model["bow"])
     assert batches == [2]
     assert [r.member.id for r in outcome.responses] == ["1", "2"]
-    assert [row["dimensions"] for row in outcome.telemetry["embeddings"]] == [64, 64, 64]
-    assert json.loads(outcome.telemetry["embeddings"][2]["embedding_json"]) == [0.0] * 64
+    assert [len(item.vector) for item in outcome.telemetry["embeddings"]] == [64, 64, 64]
+    assert outcome.telemetry["embeddings"][2].vector == [0.0] * 64
     assert results[2].extra["semantic_cluster"] == -1
 
 

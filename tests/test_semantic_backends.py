@@ -58,7 +58,7 @@ def server():
 
 
 def selected(user_dir: Path) -> list[int]:
-    return [row["selected"] for row in rows(user_dir, "SELECT selected FROM consortium_members ORDER BY member_index")]
+    return [row["selected"] for row in rows(user_dir, "SELECT selected FROM consortium_members WHERE role != 'arbiter' ORDER BY position")]
 
 
 def embedding_requests(server, path: str) -> list[dict]:

@@ -89,7 +89,7 @@ def test_semantic_run_with_sentence_transformers_drops_the_off_topic_answer(
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
 
-    members = rows(user_dir, "SELECT member_id, selected FROM consortium_members ORDER BY member_index")
+    members = rows(user_dir, "SELECT member_id, selected FROM consortium_members WHERE role != 'arbiter' ORDER BY position")
     assert [row["selected"] for row in members] == [1, 1, 1, 0]
     embeddings = rows(user_dir, "SELECT * FROM response_embeddings ORDER BY member_id")
     assert {(row["backend"], row["embedding_model"], row["dimensions"]) for row in embeddings} == {

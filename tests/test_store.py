@@ -7,8 +7,8 @@ import pytest
 
 from conftest import run_llm, write_fake_spec
 from llm_consortium.errors import StoreError
-from llm_consortium.migrations import MIGRATIONS
-from llm_consortium.store import Store
+from llm_consortium.config import ConsortiumConfig
+from llm_consortium.db import MIGRATION_NAMES, Store
 
 
 def columns(conn, table):
@@ -44,8 +44,8 @@ def test_migrations_are_recorded_once(tmp_path):
     Store(tmp_path / "c.db").runs()
     Store(tmp_path / "c.db").runs()
     conn = sqlite3.connect(tmp_path / "c.db")
-    names = [row[0] for row in conn.execute("select name from _consortium_migrations")]
-    assert names == [name for name, _ in MIGRATIONS]
+    names = [row[0] for row in conn.execute("select name from _sqlite_migrations where migration_set = 'llm-consortium'")]
+    assert names == MIGRATION_NAMES
 
 
 def test_an_original_plugin_database_is_upgraded_in_place(tmp_path):
@@ -67,7 +67,10 @@ def test_a_newer_schema_is_refused_with_one_line(tmp_path):
     store = Store(tmp_path / "c.db")
     store.runs()
     conn = sqlite3.connect(tmp_path / "c.db")
-    conn.execute("insert into _consortium_migrations values ('m999_from_the_future', 'x')")
+    conn.execute(
+        "insert into _sqlite_migrations (migration_set, name, applied_at) "
+        "values ('llm-consortium', 'm999_from_the_future', 'x')"
+    )
     conn.commit()
     with pytest.raises(StoreError) as info:
         Store(tmp_path / "c.db").runs()
@@ -77,7 +80,7 @@ def test_a_newer_schema_is_refused_with_one_line(tmp_path):
 def test_run_id_prefixes(tmp_path):
     store = Store(tmp_path / "c.db")
     for run_id in ("abc123", "abd456"):
-        store.start_run({"id": run_id, "user_prompt": "q"})
+        store.start_run(run_id, "q", ConsortiumConfig(models=["m"]))
     assert store.resolve_run_id("abc") == "abc123"
     with pytest.raises(KeyError, match="ambiguous"):
         store.resolve_run_id("ab")
@@ -127,8 +130,35 @@ def test_a_run_left_running_by_a_killed_process_is_marked_interrupted(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     store = Store(tmp_path / "c.db")
-    store.start_run({"id": "orphan", "user_prompt": "q", "pid": dead.pid})
-    store.start_run({"id": "mine", "user_prompt": "q"})
+    store.start_run("orphan", "q", ConsortiumConfig(models=["m"]))
+    store.query("select 1")  # the schema exists; the run's process is then gone
+    conn = sqlite3.connect(tmp_path / "c.db")
+    conn.execute("update consortium_runs set pid = ? where id = 'orphan'", [dead.pid])
+    conn.commit()
+    conn.close()
+    store.start_run("mine", "q", ConsortiumConfig(models=["m"]))
     statuses = {row["id"]: (row["status"], row["error"]) for row in store.runs()}
     assert statuses["orphan"] == ("interrupted", "the process running it ended without finishing it")
     assert statuses["mine"] == ("running", None)
+
+
+def test_a_member_row_holds_the_originals_meanings_and_ours_beside_them(tmp_path):
+    from llm_consortium.calls import CallOutcome
+    from llm_consortium.results import Decision, Member, MemberResult
+
+    store = Store(tmp_path / "c.db")
+    store.start_run("r", "q", ConsortiumConfig(models={"a": 1, "b": 2}, arbiter="judge"))
+    result = MemberResult(
+        member=Member("3", "b", 1, 2), iteration=1, response_id="resp-b1", text="<answer>x</answer>",
+        answer="x", confidence=0.7, role="fact checker",
+    )
+    store.record_member("r", result)
+    call = CallOutcome("<synthesis>x</synthesis>", None, "resp-arb", 5, 6, 7, 1)
+    store.record_decision("r", 1, Decision(synthesis="x", confidence=0.9), arbiter="judge", call=call)
+    rows = store.query("select * from consortium_members order by rowid")
+    assert [(r["role"], r["member_index"], r["member_id"], r["position"], r["member_role"]) for r in rows] == [
+        ("b", 1, "3", 2, "fact checker"),
+        ("arbiter", 0, None, None, None),
+    ]
+    assert rows[1]["response_id"] == "resp-arb"
+    assert [m["response_id"] for m in store.run_details("r")["members"]] == ["resp-b1"]

@@ -25,7 +25,7 @@ PARIS_LOWER = "paris is the capital of france"
 def members(user_dir: Path) -> list[dict]:
     found = rows(
         user_dir,
-        "SELECT * FROM consortium_members ORDER BY iteration, member_index",
+        "SELECT * FROM consortium_members WHERE role != 'arbiter' ORDER BY iteration, position",
     )
     for row in found:
         row["extra"] = json.loads(row["extra_json"]) if row["extra_json"] else {}
@@ -250,7 +250,7 @@ def test_elimination_drops_the_worst_ranked_instance_after_each_iteration(cli, f
     assert (run["judging_method"], run["iteration_count"], run["status"]) == ("rank", 3, "success")
     assert ids_by_iteration(user_dir) == {1: ["1", "2", "3", "4"], 2: ["1", "2", "3"], 3: ["1", "2"]}
     eliminated = [(row["iteration"], row["member_id"], row["extra"].get("eliminated_rank"))
-                  for row in members(user_dir) if row["extra"].get("eliminated")]
+                  for row in members(user_dir) if row["eliminated"]]
     assert eliminated == [(1, "4", 4), (2, "3", 3)]
     notes = strategy_notes(user_dir)
     assert [n["elimination"]["active"] for n in notes] == [["1", "2", "3", "4"], ["1", "2", "3"], ["1", "2"]]
@@ -284,7 +284,7 @@ def test_elimination_counts_failed_members_as_worst(fakes, user_dir):
     assert ids_by_iteration(user_dir) == {1: ["1", "2", "3", "4"], 2: ["1", "2", "4"]}
     [broken] = [row for row in members(user_dir) if row["member_id"] == "3"]
     assert broken["status"] == "failed"
-    assert broken["extra"] == {"eliminated": True, "eliminated_rank": None}
+    assert broken["eliminated"] == 1 and broken["extra"] == {"eliminated_rank": None}
     second = result["iterations"][1]["selected_models"]
     assert [m["id"] for m in second] == ["1", "2", "4"]
 
@@ -347,13 +347,13 @@ def test_role_gives_each_instance_its_own_role_and_keeps_it_across_iterations(cl
     found = members(user_dir)
     assert len(found) == 10
     by_iteration = {n: [row for row in found if row["iteration"] == n] for n in (1, 2)}
-    first = [row["role"] for row in by_iteration[1]]
+    first = [row["member_role"] for row in by_iteration[1]]
     assert first[:3] == ["generator", "devil's advocate", "fact checker"]
     assert all(role.startswith("personality (") for role in first[3:])
     assert len(set(first)) == 5
     # The same instance keeps its role (and system prompt) in iteration 2.
-    assert [(r["member_id"], r["role"], r["system"]) for r in by_iteration[1]] == [
-        (r["member_id"], r["role"], r["system"]) for r in by_iteration[2]
+    assert [(r["member_id"], r["member_role"], r["system"]) for r in by_iteration[1]] == [
+        (r["member_id"], r["member_role"], r["system"]) for r in by_iteration[2]
     ]
     assert len({row["system"] for row in by_iteration[1]}) == 5
     for row in found:
@@ -378,7 +378,7 @@ def test_role_uses_given_roles_in_order_and_cycles_them_without_dynamic_personal
         )
     assert result.exit_code == 0, result.output
     found = members(user_dir)
-    assert [row["role"] for row in found] == ["Poet", "fact checker", "Poet", "fact checker", "Poet"]
+    assert [row["member_role"] for row in found] == ["Poet", "fact checker", "Poet", "fact checker", "Poet"]
     assert "Your role in this consortium: Poet.\nanswer in rhyming verse" in found[0]["system"]
     config = json.loads(cli("consortium", "info", "poets", "--json").stdout)
     assert config["strategy_params"]["roles"] == ["Poet: answer in rhyming verse", "fact-checker"]

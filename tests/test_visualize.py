@@ -8,7 +8,7 @@ import sys
 import llm
 import pytest
 
-from llm_consortium.store import shared_store
+from llm_consortium.db import save_response_embedding, shared_store
 from llm_consortium.visualize import NO_EMBEDDINGS_NOTE, project_2d
 
 from test_reports import two_iteration_run
@@ -36,17 +36,9 @@ def store_embeddings(run):
     the semantic strategy stores them."""
     embedder = llm.get_embedding_model("fake-embed")
     members = shared_store().run_details(run)["members"]
-    shared_store().record_embeddings(
-        [
-            {
-                "response_id": m["response_id"], "run_id": run, "iteration": m["iteration"],
-                "member_id": m["member_id"], "model": m["model"], "embedding_model": "fake-embed",
-                "embedding_json": json.dumps(embedder.embed(f"{m['answer']} from {m['member_id']}")),
-                "backend": "llm", "dimensions": 16,
-            }
-            for m in members
-        ]
-    )
+    for m in members:
+        vector = embedder.embed(f"{m['answer']} from {m['member_id']}")
+        save_response_embedding(m["response_id"], run, vector, m["model"], embedding_model="fake-embed")
     return members
 
 

@@ -16,14 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..defaults import FALSE_WORDS, TRUE_WORDS
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import ConsortiumConfig
     from ..results import IterationContext, Member, MemberResult
 
-TRUE_WORDS = {"true", "yes", "y", "on", "1"}
-FALSE_WORDS = {"false", "no", "n", "off", "0"}
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,9 @@ class StrategyOutcome:
 
     ``responses`` go to the arbiter. ``telemetry`` may hold
     ``geometric_confidence``, ``centroid_vector``, ``outliers`` (merged into
-    the arbiter decision) and ``embeddings`` / ``clusters`` (row dicts stored
-    in ``response_embeddings`` / ``consensus_clusters``), plus free notes.
+    the arbiter decision) and ``embeddings`` / ``clusters`` (lists of
+    ``ResponseEmbedding`` / ``ClusterSummary`` values the store records),
+    plus free notes.
     """
 
     responses: list[MemberResult]

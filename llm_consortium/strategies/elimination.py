@@ -88,7 +88,7 @@ class EliminationStrategy(Strategy):
         ranking = list(context.decision.ranking) if context.decision else []
         for result in self.worst_first(context)[:count]:
             self.eliminated[result.member.id] = context.iteration
-            result.extra["eliminated"] = True
+            result.eliminated = True
             result.extra["eliminated_rank"] = (
                 ranking.index(result.member.id) + 1 if result.member.id in ranking else None
             )

@@ -16,12 +16,11 @@ Per iteration:
    passed to the arbiter. When every answer is noise, all of them are passed
    and the run records ``all_noise``.
 
-What is stored (through the orchestrator): one ``response_embeddings`` row
-per answer, one ``consensus_clusters`` row per cluster (or, when everything
-is noise, one row with ``cluster_id`` -1 and ``all_noise`` 1 holding every
-answer), and the arbiter decision's ``geometric_confidence``,
-``centroid_vector`` (the mean of all the answers' vectors) and outliers (member
-ids). Each member result's ``extra`` gets ``semantic_cluster`` (-1 = noise),
+What it hands the store (as values: ``ResponseEmbedding`` per answer,
+``ClusterSummary`` per cluster, or, when everything is noise, one with label
+-1 and ``all_noise`` holding every answer) and the arbiter decision's
+``geometric_confidence``, ``centroid_vector`` (the mean of all the answers'
+vectors) and outliers (member ids). Each member result's ``extra`` gets ``semantic_cluster`` (-1 = noise),
 ``in_consensus`` and ``semantic_outlier``.
 
 The backend is opened when the first iteration starts, before any member is
@@ -34,7 +33,6 @@ numpy and scikit-learn are imported only when a run uses this strategy.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +45,8 @@ if TYPE_CHECKING:
     from ..config import ConsortiumConfig
     from ..embeddings import EmbeddingBackend
     from ..geometry import GeometricSummary
-    from ..results import Member, MemberResult
+    from ..results import ClusterSummary, Member, MemberResult, ResponseEmbedding
 
-NOISE = -1
 NEEDS_BACKEND = (
     "The semantic strategy needs an embedding backend: add --embedding-backend "
     f"({', '.join(EMBEDDING_BACKENDS)}) and usually --embedding-model "
@@ -166,8 +163,8 @@ class SemanticStrategy(Strategy):
             "geometric_confidence": summary.confidence,
             "centroid_vector": summary.centroid,
             "outliers": [responses[index].member.id for index in summary.outliers],
-            "embeddings": self._embedding_rows(responses, vectors),
-            "clusters": self._cluster_rows(responses, vectors, summary, grouping),
+            "embeddings": self._embeddings(responses, vectors),
+            "clusters": self._clusters(responses, vectors, summary, grouping),
             "semantic": self._notes(responses, grouping, chosen),
         }
         return StrategyOutcome([responses[index] for index in chosen], telemetry)
@@ -219,65 +216,51 @@ class SemanticStrategy(Strategy):
                 semantic_outlier=index in outliers,
             )
 
-    def _embedding_rows(
+    def _embeddings(
         self, responses: list[MemberResult], vectors: list[list[float]]
-    ) -> list[dict[str, Any]]:
-        from ..store import utcnow
+    ) -> list[ResponseEmbedding]:
+        from ..results import ResponseEmbedding
 
         backend = self.backend()
         return [
-            {
-                "response_id": result.response_id,
-                "member_id": result.member.id,
-                "model": result.member.model,
-                "embedding_json": json.dumps(vector),
-                "embedding_model": backend.model,
-                "backend": backend.name,
-                "dimensions": len(vector),
-                "created_at": utcnow(),
-            }
+            ResponseEmbedding(result, vector, backend.name, backend.model)
             for result, vector in zip(responses, vectors)
         ]
 
-    def _cluster_rows(
+    def _clusters(
         self,
         responses: list[MemberResult],
         vectors: list[list[float]],
         summary: GeometricSummary,
         grouping: ClusteringResult,
-    ) -> list[dict[str, Any]]:
-        from ..clustering import DENSITY_EPSILON
-        from ..store import utcnow
+    ) -> list[ClusterSummary]:
+        """Density is 1 - mean distance to the centroid (the original's)."""
+        from ..clustering import NOISE
+        from ..results import ClusterSummary
 
         ids = [result.member.id for result in responses]
-        common = {"algorithm": grouping.algorithm, "created_at": utcnow()}
         if grouping.all_noise:
-            radius = max(summary.distances)
             return [
-                {
-                    "cluster_id": NOISE,
-                    "centroid_json": json.dumps(summary.centroid),
-                    "radius": radius,
-                    "density": len(vectors) / (radius + DENSITY_EPSILON),
-                    "member_ids_json": json.dumps(ids),
-                    "size": len(vectors),
-                    "is_consensus": 0,
-                    "all_noise": 1,
-                    **common,
-                }
+                ClusterSummary(
+                    label=NOISE,
+                    centroid=summary.centroid,
+                    radius=max(summary.distances),
+                    density=1.0 - summary.mean_distance,
+                    member_ids=ids,
+                    algorithm=grouping.algorithm,
+                    all_noise=True,
+                )
             ]
         return [
-            {
-                "cluster_id": found.label,
-                "centroid_json": json.dumps(found.centroid),
-                "radius": found.radius,
-                "density": found.density,
-                "member_ids_json": json.dumps([ids[index] for index in found.members]),
-                "size": found.size,
-                "is_consensus": int(found is grouping.consensus),
-                "all_noise": 0,
-                **common,
-            }
+            ClusterSummary(
+                label=found.label,
+                centroid=found.centroid,
+                radius=found.radius,
+                density=1.0 - found.mean_distance,
+                member_ids=[ids[index] for index in found.members],
+                algorithm=grouping.algorithm,
+                is_consensus=found is grouping.consensus,
+            )
             for found in grouping.clusters
         ]
 
@@ -287,6 +270,8 @@ class SemanticStrategy(Strategy):
         grouping: ClusteringResult,
         chosen: Sequence[int],
     ) -> dict[str, Any]:
+        from ..clustering import NOISE
+
         backend = self.backend()
         ids = [result.member.id for result in responses]
         return {
