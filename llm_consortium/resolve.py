@@ -97,7 +97,7 @@ def _user_dir_state(user_dir: str) -> tuple[tuple[str, int, int], ...]:
 
 def _saved_consortia() -> tuple[tuple[str, str], ...]:
     from .errors import ConsortiumError
-    from .store import read_config_rows_for_startup
+    from .db import read_config_rows_for_startup
 
     try:
         rows = read_config_rows_for_startup()
