@@ -99,25 +99,34 @@ for _ in range(rounds):
 print(json.dumps(walls))
 """
 
-PLAIN = """
-import json, sys, threading, time, llm
+# Prepended to the client scripts that call members in a thread each.
+IN_THREADS = """
+import threading
+
+def in_threads(models):
+    answers = [None] * len(models)
+
+    def call(index):
+        answers[index] = models[index].prompt(PROMPT).text()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(models))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(answers), answers
+    return answers
+"""
+
+PLAIN = IN_THREADS + """
+import json, sys, time, llm
 members, rounds = int(sys.argv[1]), int(sys.argv[2])
 models = [llm.get_model(f"ok-{i}") for i in range(1, members + 1)]
 arbiter = llm.get_model("arbiter")
 walls = []
 for _ in range(rounds):
     started = time.perf_counter()
-    answers = [None] * members
-
-    def call(index):
-        answers[index] = models[index].prompt(PROMPT).text()
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(members)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(answers), answers
+    answers = in_threads(models)
     verdict = arbiter.prompt("\\n".join(answers)).text()
     walls.append(time.perf_counter() - started)
     assert "<synthesis>42</synthesis>" in verdict, verdict
@@ -126,8 +135,8 @@ print(json.dumps(walls))
 
 # Item 2 of the performance issue: members on one event loop (llm's async
 # models) or a thread each (sync models), both with one client per endpoint.
-ASYNC_VS_THREADS = """
-import asyncio, json, sys, threading, time, llm
+ASYNC_VS_THREADS = IN_THREADS + """
+import asyncio, json, sys, time, llm
 from llm_consortium.clients import ClientPool
 members, rounds = int(sys.argv[1]), int(sys.argv[2])
 pool = ClientPool()
@@ -136,17 +145,6 @@ async_models = [pool.adopt(llm.get_async_model(f"ok-{i}")) for i in range(1, mem
 loop = asyncio.new_event_loop()
 results = {"threads": [], "event loop": []}
 
-def threads_round():
-    answers = [None] * members
-    def call(index):
-        answers[index] = sync_models[index].prompt(PROMPT).text()
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(members)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(answers)
-
 async def loop_round():
     async def call(model):
         return await model.prompt(PROMPT).text()
@@ -154,7 +152,7 @@ async def loop_round():
     assert all(answers)
 
 for _ in range(rounds):
-    for label, run in (("threads", threads_round), ("event loop", lambda: loop.run_until_complete(loop_round()))):
+    for label, run in (("threads", lambda: in_threads(sync_models)), ("event loop", lambda: loop.run_until_complete(loop_round()))):
         cpu, started = time.process_time(), time.perf_counter()
         run()
         results[label].append((time.perf_counter() - started, time.process_time() - cpu))
