@@ -86,14 +86,15 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_strategy_params(items: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; a repeated key becomes a list; a bare KEY is true."""
+    """``KEY=VALUE`` pairs; a repeated key becomes a list; a bare KEY is ``True``
+    (true for a boolean parameter; other parameters say they need a value)."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not key:
             raise ConfigError(f"Invalid --strategy-param '{item}': expected KEY=VALUE")
-        parsed: Any = value.strip() if sep else "true"
+        parsed: Any = value.strip() if sep else True
         if key in params:
             existing = params[key]
             params[key] = [*existing, parsed] if isinstance(existing, list) else [existing, parsed]
@@ -254,19 +255,17 @@ def config_from_options(
     if require_arbiter and not arbiter:
         raise ConfigError("Missing option '--arbiter': give the model that judges the answers.")
     params = parse_strategy_params(strategy_params)
-    declared = {param.name for param in get_strategy_class(strategy).params}
-    if clustering_algorithm is not None and "clustering_algorithm" not in declared:
-        raise ConfigError(
-            f"--clustering-algorithm applies to a clustering strategy (e.g. --strategy semantic), "
-            f"not to '{strategy}'"
-        )
+    declared = {param.name for param in get_strategy_class(strategy).parameters or ()}
     clustering = {
         "clustering_algorithm": clustering_algorithm.lower() if clustering_algorithm else None,
         "eps": cluster_eps,
         "min_samples": cluster_min_samples,
     }
     for key, value in clustering.items():
-        if key in declared and key not in params and value is not None:
+        # As the original: --clustering-algorithm stores all three, whatever
+        # the strategy (one that does not use them is reported at save).
+        wanted = key in declared or clustering_algorithm is not None
+        if wanted and key not in params and value is not None:
             params[key] = value
     return ConsortiumConfig(
         models=parse_models(models, count),
@@ -315,6 +314,24 @@ def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None
         )
 
 
+def warn_missing_extras(name: str, config: ConsortiumConfig) -> None:
+    """Warn when the embedding backend a consortium was saved with cannot be
+    used here yet (its runs would fail at start)."""
+    if not config.embedding_backend:
+        return
+    from .embeddings import EXTRA_INSTALL_HINT, missing_packages
+
+    algorithm = (config.strategy_params or {}).get("clustering_algorithm")
+    missing = missing_packages(config.embedding_backend, algorithm)
+    if missing:
+        click.echo(
+            f"Warning: the {config.embedding_backend} embedding backend needs "
+            f"{', '.join(missing)}; runs of '{name}' will fail until it is installed: "
+            f"{EXTRA_INSTALL_HINT}",
+            err=True,
+        )
+
+
 def save_config(name: str, config: ConsortiumConfig) -> None:
     """Validate a new consortium against the models and saved consortia, then save it."""
     from .saved import check_no_cycle, load_configs
@@ -325,9 +342,24 @@ def save_config(name: str, config: ConsortiumConfig) -> None:
     check_name_free(name)
     check_no_cycle(name, config, others)
     warn_unknown_models(config, set(others) | {name})
+    warn_missing_extras(name, config)
     data = config.to_dict()
     data.pop("created_at", None)
     store.save_config(name, data)
+
+
+def report_unused_params(config: ConsortiumConfig) -> None:
+    """One line on stderr naming strategy parameters the strategy does not
+    use (kept in the config as given, as the original kept any parameter)."""
+    from .strategies import get_strategy_class
+
+    unused = get_strategy_class(config.strategy).undeclared_params(config.strategy_params)
+    if unused:
+        click.echo(
+            f"Note: strategy '{config.strategy}' does not use parameter(s) "
+            f"{', '.join(unused)}; kept as given",
+            err=True,
+        )
 
 
 def print_config(name: str, config: ConsortiumConfig) -> None:
@@ -400,6 +432,7 @@ def add_commands(consortium: click.Group) -> None:
         """
         config = config_from_options(**options)
         save_config(name, config)
+        report_unused_params(config)
         click.echo(f"Consortium configuration '{name}' saved.")
         click.echo(f'You can now use it like: llm -m {name} "Your prompt here"')
 
@@ -452,6 +485,7 @@ def add_commands(consortium: click.Group) -> None:
             click.echo(json.dumps(config_json(name, config), indent=2))
         else:
             print_config(name, config)
+            report_unused_params(config)
 
     @consortium.command(name="remove")
     @click.argument("name")
@@ -482,7 +516,7 @@ def add_commands(consortium: click.Group) -> None:
         """
         from .strategies import available_strategies
 
-        described = [cls.describe() for cls in available_strategies().values()]
+        described = [{**cls.describe(), "name": name} for name, cls in available_strategies().items()]
         if json_output:
             click.echo(json.dumps(described, indent=2))
             return

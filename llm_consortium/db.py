@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 CONFIGS, RUNS, MEMBERS = "consortium_configs", "consortium_runs", "consortium_members"
 DECISIONS, EMBEDDINGS, CLUSTERS = "arbiter_decisions", "response_embeddings", "consensus_clusters"
+EVALS, EVAL_RESULTS = "consortium_evals", "consortium_eval_results"  # llm consortium eval
 
 
 # -- location ------------------------------------------------------------------
@@ -379,6 +380,35 @@ def _recompute_densities(db: sqlite_utils.Database) -> None:
         if centroid and vectors:
             density = 1.0 - sum(cosine_distance(vector, centroid) for vector in vectors) / len(vectors)
         db.execute(f"UPDATE {CLUSTERS} SET density = ? WHERE rowid = ?", [density, row["rowid"]])
+
+
+# ---- evaluations (llm consortium eval) ------------------------------------------
+@migration
+def m005_evaluations(db: sqlite_utils.Database) -> None:
+    """``llm consortium eval``: one row per evaluation, one per (system, dataset row)."""
+    db[EVALS].create(
+        {
+            "id": str, "created_at": str, "finished_at": str, "status": str, "eval_key": str,
+            "dataset": str, "dataset_sha256": str, "row_count": int, "scorer": str,
+            "prompt_field": str, "expected_field": str, "id_field": str, "systems_json": str,
+            "pid": int,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db[EVALS].create_index(["eval_key"], index_name="idx_consortium_evals_key", if_not_exists=True)
+    db[EVAL_RESULTS].create(
+        {
+            "eval_id": str, "system": str, "row_key": str, "row_number": int, "kind": str,
+            "prompt": str, "expected": str, "answer": str, "error": str, "correct": int,
+            "score_detail": str, "judge_model": str, "judge_prompt": str, "judge_verdict": str,
+            "judge_error": str, "confidence": float, "run_id": str, "input_tokens": int,
+            "output_tokens": int, "duration_s": float, "created_at": str,
+        },
+        pk=("eval_id", "system", "row_key"),
+        if_not_exists=True,
+    )
+# ---- end of evaluations -----------------------------------------------------------
 
 
 # -- filters ---------------------------------------------------------------------
@@ -797,7 +827,6 @@ class Store:
         arbiter: str | None = None,
         prompt: str | None = None,
         call: CallOutcome | None = None,
-        notes: dict[str, Any] | None = None,
         embeddings: Sequence[ResponseEmbedding] = (),
         clusters: Sequence[ClusterSummary] = (),
     ) -> None:
@@ -810,8 +839,6 @@ class Store:
         if decision is not None:
             data = decision.to_dict()
             data.pop("raw_arbiter_response", None)
-            if notes:
-                data["strategy_notes"] = notes
         row = {
             "run_id": run_id,
             "iteration": iteration,
@@ -966,11 +993,133 @@ class Store:
         )
         return members, decisions
 
+    def runs_answering(self, config_name: str | None, turns: Sequence[tuple[str, str]]) -> list[str]:
+        """The runs that produced an earlier conversation: for each ``(user
+        prompt, answer)`` pair, the latest successful run of this consortium
+        with that prompt and final synthesis (pairs no run answered are
+        skipped). This is how ``llm -c`` / ``--cid`` history, which ``llm``
+        passes as plain messages, leads back to the runs."""
+        found: list[str] = []
+        for prompt, answer in turns:
+            rows = self._query(
+                f"SELECT id FROM {RUNS} WHERE config_name IS ? AND user_prompt = ? "
+                "AND status = 'success' AND (final_synthesis = ? OR final_synthesis = ?) "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                [config_name, prompt, answer, answer.strip()],
+            )
+            if rows and rows[0]["id"] not in found:
+                found.append(rows[0]["id"])
+        return found
+
+    def conversation_threads(
+        self, run_ids: Sequence[str]
+    ) -> tuple[dict[tuple[str, int], list[tuple[str, str]]], list[tuple[str, str]]]:
+        """Each member instance's own ``(prompt, answer)`` turns, and the
+        arbiter's, over ``run_ids`` in that order: what each of them has
+        already seen."""
+        order = {run_id: position for position, run_id in enumerate(run_ids)}
+        if not order:
+            return {}, []
+        marks = ", ".join("?" * len(order))
+        members: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        for row in sorted(
+            self._query(
+                f"SELECT run_id, model, instance, iteration, prompt, response FROM {MEMBERS} "
+                f"WHERE run_id IN ({marks}) AND role != ? AND error IS NULL AND response IS NOT NULL "
+                "ORDER BY iteration, rowid",
+                [*order, ARBITER_ROLE],
+            ),
+            key=lambda row: (order[row["run_id"]], row["iteration"]),
+        ):
+            members.setdefault((row["model"], row["instance"]), []).append(
+                (row["prompt"] or "", row["response"] or "")
+            )
+        arbiter = [
+            (row["prompt"] or "", row["raw_response"] or "")
+            for row in sorted(
+                self._query(
+                    f"SELECT run_id, iteration, prompt, raw_response FROM {DECISIONS} "
+                    f"WHERE run_id IN ({marks}) AND error IS NULL AND raw_response IS NOT NULL "
+                    "AND prompt IS NOT NULL",
+                    list(order),
+                ),
+                key=lambda row: (order[row["run_id"]], row["iteration"]),
+            )
+        ]
+        return members, arbiter
+
     def embeddings_for_run(self, run_id: str) -> list[list[float]]:
         rows = self._query(
             f"SELECT embedding_json FROM {EMBEDDINGS} WHERE run_id = ? ORDER BY created_at, response_id", [run_id]
         )
         return [json_column(row["embedding_json"], []) for row in rows]
+
+    # ---- evaluations (llm consortium eval) ----------------------------------------
+    def start_eval(self, row: dict[str, Any]) -> None:
+        with self._write() as db:
+            self._insert(db, EVALS, [{"created_at": utcnow(), "status": "running", "pid": os.getpid(), **row}])
+
+    def update_eval(self, eval_id: str, **fields: Any) -> None:
+        if fields.get("status") in ("finished", "incomplete", "interrupted"):
+            fields.setdefault("finished_at", utcnow())
+        with self._write() as db:
+            self._update(db, EVALS, ["id"], [{"id": eval_id, **fields}])
+
+    def unfinished_eval(self, eval_key: str) -> dict[str, Any] | None:
+        """The latest evaluation with these settings that is not finished."""
+        rows = self._query(
+            f"SELECT * FROM {EVALS} WHERE eval_key = ? AND status != 'finished' "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [eval_key],
+        )
+        return rows[0] if rows else None
+
+    def resolve_eval_id(self, eval_id: str | None) -> str:
+        """A full evaluation id from a unique prefix, or the latest for ``None``."""
+        if eval_id is None:
+            rows = self._query(f"SELECT id FROM {EVALS} ORDER BY created_at DESC, rowid DESC LIMIT 1")
+            if not rows:
+                raise NotFoundError("No evaluations found.")
+            return rows[0]["id"]
+        rows = self._query(f"SELECT id FROM {EVALS} WHERE substr(id, 1, ?) = ? LIMIT 2", [len(eval_id), eval_id])
+        if not rows:
+            raise NotFoundError(f"Evaluation '{eval_id}' not found.")
+        if len(rows) > 1:
+            raise NotFoundError(f"Evaluation id prefix '{eval_id}' is ambiguous; give more characters.")
+        return rows[0]["id"]
+
+    def eval_row(self, eval_id: str) -> dict[str, Any]:
+        return self._query(f"SELECT * FROM {EVALS} WHERE id = ?", [eval_id])[0]
+
+    def record_eval_results(self, rows: list[dict[str, Any]]) -> None:
+        """Store (or replace, when a row is retried) answers and their scores."""
+        if rows:
+            with self._write() as db:
+                self._insert(db, EVAL_RESULTS, [{"created_at": utcnow(), **row} for row in rows], replace=True)
+
+    def eval_states(self, eval_id: str) -> dict[tuple[str, str], tuple[bool, bool]]:
+        """``(system, row_key) -> (answered, scored)`` for the rows stored so far."""
+        rows = self._query(
+            "SELECT system, row_key, error IS NULL AS answered, correct IS NOT NULL AS scored "
+            f"FROM {EVAL_RESULTS} WHERE eval_id = ?",
+            [eval_id],
+        )
+        return {(row["system"], row["row_key"]): (bool(row["answered"]), bool(row["scored"])) for row in rows}
+
+    def eval_result(self, eval_id: str, system: str, row_key: str) -> dict[str, Any]:
+        return self._query(
+            f"SELECT * FROM {EVAL_RESULTS} WHERE eval_id = ? AND system = ? AND row_key = ?",
+            [eval_id, system, row_key],
+        )[0]
+
+    def eval_measures(self, eval_id: str) -> list[dict[str, Any]]:
+        """The columns the report is computed from, one row per (system, dataset row)."""
+        return self._query(
+            "SELECT system, kind, correct, error, input_tokens, output_tokens, duration_s "
+            f"FROM {EVAL_RESULTS} WHERE eval_id = ? ORDER BY system, row_number",
+            [eval_id],
+        )
+    # ---- end of evaluations -------------------------------------------------------
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Read-only SQL of your own against the database."""
@@ -1046,11 +1195,20 @@ class DatabaseConnection:
     user directory, with the schema ensured. It is this process's shared
     connection (safe across threads: writes go through ``Store``)."""
 
+    #: Per thread, the connection handed out and the file it is on (as the
+    #: original, whose tests clear ``_thread_local.db`` between tests).
+    _thread_local = threading.local()
+
     @classmethod
     def get_connection(cls) -> sqlite_utils.Database:
-        store = shared_store()
+        path = logs_db_path()
+        cached = getattr(cls._thread_local, "db", None)
+        if cached is not None and getattr(cls._thread_local, "path", None) == path:
+            return cached
+        store = shared_store(path)
         with store._lock:
             store._ensure_schema()
+            cls._thread_local.db, cls._thread_local.path = store.db, path
             return store.db
 
 

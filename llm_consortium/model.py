@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Optional
 
+import click
 import llm
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .config import ConsortiumConfig
 from .errors import ConsortiumError, RunFailed
@@ -40,6 +42,18 @@ ATTACHMENT_TYPES = frozenset(
 )
 
 
+#: Conversations whose member threads one ``ConsortiumModel`` keeps in memory
+#: (an older one is rebuilt from the store when it continues).
+KEPT_CONVERSATIONS = 16
+
+
+class UnknownOptionError(click.UsageError, llm.ModelError):
+    """``-o NAME`` that a consortium does not take. Raised from option
+    validation as a click error (not a ``ValueError``, which pydantic would turn
+    into ``llm``'s two-line report), so ``llm`` prints one line and exits 2;
+    from Python it is an ``llm.ModelError`` like the consortium's other errors."""
+
+
 class ConsortiumModel(llm.Model):
     can_stream = True
     attachment_types = ATTACHMENT_TYPES
@@ -67,9 +81,40 @@ class ConsortiumModel(llm.Model):
             default=None, description="Retries for transient member or arbiter failures", ge=0
         )
 
+        @model_validator(mode="before")
+        @classmethod
+        def _known_options_only(cls, data: object) -> object:
+            if isinstance(data, dict):
+                unknown = [key for key in data if key not in cls.model_fields]
+                if unknown:
+                    valid = ", ".join(cls.model_fields)
+                    raise UnknownOptionError(
+                        f"Unknown option '{unknown[0]}' for a consortium; valid options: {valid}"
+                    )
+            return data
+
     def __init__(self, model_id: str, config: ConsortiumConfig) -> None:
         self.model_id = str(model_id)
         self.config = config
+        # One orchestrator per llm conversation of this process (``llm chat``),
+        # so that each member continues its own conversation turn after turn;
+        # the most recently used few are kept.
+        self._orchestrators: OrderedDict[str, ConsortiumOrchestrator] = OrderedDict()
+
+    def get_orchestrator(self, conversation: llm.Conversation | None = None) -> ConsortiumOrchestrator:
+        """An orchestrator for this consortium; the same one for every turn of
+        ``conversation`` (a new one without)."""
+        key = getattr(conversation, "id", None)
+        if key is None:
+            return ConsortiumOrchestrator(self.config, config_name=self.model_id, store=shared_store())
+        if key not in self._orchestrators:
+            self._orchestrators[key] = ConsortiumOrchestrator(
+                self.config, config_name=self.model_id, store=shared_store()
+            )
+            while len(self._orchestrators) > KEPT_CONVERSATIONS:
+                self._orchestrators.popitem(last=False)
+        self._orchestrators.move_to_end(key)
+        return self._orchestrators[key]
 
     def __str__(self) -> str:
         return f"Consortium: {self.model_id}"
@@ -117,7 +162,8 @@ class ConsortiumModel(llm.Model):
             )
         except ConsortiumError as ex:
             raise llm.ModelError(str(ex)) from None
-        orchestrator = ConsortiumOrchestrator(config, config_name=self.model_id, store=store)
+        orchestrator = self.get_orchestrator(conversation)
+        orchestrator.config = config
         run = orchestrator.run(
             prompt.prompt,
             history=history_from_messages(prompt.messages),
