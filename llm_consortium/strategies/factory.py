@@ -4,8 +4,8 @@ through the ``register_consortium_strategies`` hook; ``create_strategy``."""
 from __future__ import annotations
 
 import importlib
-import threading
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
