@@ -17,6 +17,8 @@ from llm_consortium import create_consortium, resolve
 from llm_consortium.clients import ClientPool
 from openai_server import serve, write_extra_openai_models
 
+pytestmark = pytest.mark.slow  # loopback HTTP servers
+
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 

@@ -143,6 +143,7 @@ THREADS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_first_use_from_64_threads_in_fresh_processes_always_succeeds(user_dir):
     """llm loads its plugins lazily and marks them loaded before they are:
     every thread must still find the models (repeated in fresh processes,
