@@ -295,17 +295,15 @@ def config_from_options(
 def installed_model_names() -> dict[str, str]:
     """Every id and alias of an installed model that is not a saved
     consortium, mapped to that model's id."""
-    import llm
-
     from .model import ConsortiumModel
+    from .resolve import registry
 
     names: dict[str, str] = {}
-    for entry in llm.get_models_with_aliases():
-        model = entry.model or entry.async_model
-        if model is None or isinstance(model, ConsortiumModel):
+    for entry in registry().entries:
+        if isinstance(entry.model, ConsortiumModel):
             continue
-        for name in [model.model_id, *entry.aliases]:
-            names.setdefault(name, model.model_id)
+        for name in [entry.model.model_id, *entry.aliases]:
+            names.setdefault(name, entry.model.model_id)
     return names
 
 
@@ -327,18 +325,14 @@ def check_name(name: str) -> None:
 def warn_shadowed(names: list[str]) -> None:
     """A model installed after a consortium was saved may take its name:
     say so, and which one ``llm -m NAME`` now runs."""
-    import llm
-
     from .model import ConsortiumModel
+    from .resolve import registry
 
     installed = installed_model_names()
     for name in names:
         if name not in installed:
             continue
-        try:
-            runs = llm.get_model(name)
-        except llm.UnknownModelError:
-            runs = None
+        runs = registry().models.get(name)
         winner = "the consortium" if isinstance(runs, ConsortiumModel) else f"the model '{installed[name]}'"
         safe_echo(
             f"Warning: the saved consortium '{name}' has the same name as the installed model "
@@ -349,19 +343,16 @@ def warn_shadowed(names: list[str]) -> None:
 
 
 def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None:
-    import llm
+    from .resolve import get_models
 
-    for model_id in [*config.models, *([config.arbiter] if config.arbiter else [])]:
-        if model_id in saved_names:
-            continue
-        try:
-            llm.get_model(model_id)
-        except llm.UnknownModelError:
-            safe_echo(
-                f"Warning: model '{model_id}' is not installed; runs will fail until it is "
-                "(see 'llm models')",
-                err=True,
-            )
+    names = [*config.models, *([config.arbiter] if config.arbiter else [])]
+    _, missing = get_models(name for name in names if name not in saved_names)
+    for model_id in missing:
+        safe_echo(
+            f"Warning: model '{model_id}' is not installed; runs will fail until it is "
+            "(see 'llm models')",
+            err=True,
+        )
 
 
 def warn_missing_extras(name: str, config: ConsortiumConfig) -> None:
