@@ -41,31 +41,36 @@ _SECRET_PATTERNS = (
 )
 
 _lock = threading.Lock()
-# (plugin names) -> key environment variable names of the installed models
+# (plugin names, user directory) -> key environment variable names of the
+# installed models (saving a consortium changes neither)
 _env_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 # (keys.json path, mtime_ns, size) -> the values in it
 _file_values: tuple[tuple[str, int, int], tuple[str, ...]] | None = None
 
 
 def _key_env_var_names() -> tuple[str, ...]:
-    """``key_env_var`` of every installed model and embedding model; worked
-    out again only when the set of plugins changes."""
+    """``key_env_var`` of every installed model (from the one-pass registry)
+    and embedding model; worked out again only when the plugins or the user
+    directory change."""
     global _env_names
     import llm
     from llm.plugins import pm
 
-    plugins = tuple(sorted(name for name, _ in pm.list_name_plugin()))
+    from .resolve import registry
+
+    key = (*sorted(name for name, _ in pm.list_name_plugin()), str(llm.user_dir()))
     with _lock:
-        if _env_names is not None and _env_names[0] == plugins:
+        if _env_names is not None and _env_names[0] == key:
             return _env_names[1]
     names = {"OPENAI_API_KEY"}
-    for model in [*llm.get_models(), *llm.get_async_models(), *llm.get_embedding_models()]:
+    candidates = [model for entry in registry().entries for model in (entry.model, entry.async_model)]
+    for model in [*candidates, *llm.get_embedding_models()]:
         name = getattr(model, "key_env_var", None)
         if isinstance(name, str) and name:
             names.add(name)
     found = tuple(sorted(names))
     with _lock:
-        _env_names = (plugins, found)
+        _env_names = (key, found)
     return found
 
 
@@ -74,10 +79,10 @@ def _keys_file_values() -> tuple[str, ...]:
     global _file_values
     import llm
 
-    path = llm.user_dir() / "keys.json"
     try:
+        path = llm.user_dir() / "keys.json"
         stat = path.stat()
-    except OSError:
+    except OSError:  # no keys file, or no usable user directory
         return ()
     signature = (str(path), stat.st_mtime_ns, stat.st_size)
     with _lock:
