@@ -12,7 +12,8 @@ from typing import Any
 import click
 
 from .cli import friendly_errors
-from .terminal import json_dumps, safe_echo
+from .output import safe_echo
+from .terminal import json_dumps
 
 FORMATS = ("jsonl", "csv", "text")
 INTERRUPTED_EXIT = 130

@@ -20,7 +20,8 @@ from .defaults import (
 )
 from .errors import ConfigError, ConsortiumError
 from .stored_values import take_warning
-from .terminal import json_dumps, printable, safe_echo
+from .output import safe_echo
+from .terminal import json_dumps, printable
 
 if TYPE_CHECKING:
     from .config import ConsortiumConfig

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 MIN_SECRET_LENGTH = 6
@@ -41,37 +42,46 @@ _SECRET_PATTERNS = (
 )
 
 _lock = threading.Lock()
-# (plugin names, user directory) -> key environment variable names of the
-# installed models (saving a consortium changes neither)
-_env_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+# key_env_var of the installed models, from the last pass over them
+# (``models_registered``, called by ``resolve``), and of embedding models
+# per plugin set
+_model_env_names: tuple[str, ...] | None = None
+_embedding_env_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 # (keys.json path, mtime_ns, size) -> the values in it
 _file_values: tuple[tuple[str, int, int], tuple[str, ...]] | None = None
 
 
+def _env_var_names(models: Iterable[Any]) -> tuple[str, ...]:
+    names = {getattr(model, "key_env_var", None) for model in models}
+    return tuple(sorted(name for name in names if isinstance(name, str) and name))
+
+
+def models_registered(entries: Iterable[Any]) -> None:
+    """Note the key environment variables of ``llm``'s models (its
+    ``ModelWithAliases`` entries): ``resolve`` calls this after each pass
+    over them, so redaction needs no pass of its own."""
+    global _model_env_names
+    found = _env_var_names(model for entry in entries for model in (entry.model, entry.async_model))
+    with _lock:
+        _model_env_names = found
+
+
 def _key_env_var_names() -> tuple[str, ...]:
-    """``key_env_var`` of every installed model (from the one-pass registry)
-    and embedding model; worked out again only when the plugins or the user
-    directory change."""
-    global _env_names
+    """``key_env_var`` of every installed model and embedding model."""
+    global _embedding_env_names
     import llm
     from llm.plugins import pm
 
-    from .resolve import registry
-
-    key = (*sorted(name for name, _ in pm.list_name_plugin()), str(llm.user_dir()))
+    if _model_env_names is None:  # no pass over the models yet in this process
+        models_registered(llm.get_models_with_aliases())
+    plugins = tuple(sorted(name for name, _ in pm.list_name_plugin()))
     with _lock:
-        if _env_names is not None and _env_names[0] == key:
-            return _env_names[1]
-    names = {"OPENAI_API_KEY"}
-    candidates = [model for entry in registry().entries for model in (entry.model, entry.async_model)]
-    for model in [*candidates, *llm.get_embedding_models()]:
-        name = getattr(model, "key_env_var", None)
-        if isinstance(name, str) and name:
-            names.add(name)
-    found = tuple(sorted(names))
-    with _lock:
-        _env_names = (key, found)
-    return found
+        cached = _embedding_env_names
+    if cached is None or cached[0] != plugins:
+        cached = (plugins, _env_var_names(llm.get_embedding_models()))
+        with _lock:
+            _embedding_env_names = cached
+    return ("OPENAI_API_KEY", *(_model_env_names or ()), *cached[1])
 
 
 def _keys_file_values() -> tuple[str, ...]:

@@ -19,7 +19,8 @@ import click
 from .cli import friendly_errors
 from .db import json_column
 from .stopping import judge_iteration
-from .terminal import json_dumps, safe_echo
+from .output import safe_echo
+from .terminal import json_dumps
 
 SINCE_HELP = "Only runs since this date (YYYY-MM-DD or ISO timestamp, UTC)"
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import llm
 
+from . import redaction
+
 # Files in the user directory that hold data, not model definitions (llm's
 # logs, the consortium runs): they change on every call and are not watched.
 _DATA_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sqlite-wal", ".sqlite-shm")
@@ -132,6 +134,7 @@ def registry() -> Registry:
         if _cached is not None and _cached[0] == fingerprint:
             return _cached[1]
         found = Registry(list(llm.get_models_with_aliases()))
+        redaction.models_registered(found.entries)  # the key variables to redact
         # The pass may itself have created files (a plugin writing its
         # defaults): fingerprint after it, so the next call is a hit.
         _cached = (_fingerprint(), found)

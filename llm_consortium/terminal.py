@@ -6,7 +6,7 @@ the window title, ``ESC [ 2 J`` clears the screen, and the 8-bit C1 forms
 (``U+009B`` CSI, ``U+009D`` OSC) do the same on some terminals. Everything
 this plugin prints that came from a model, a provider or the database goes
 through ``printable`` (text) or ``json_dumps`` (JSON), on a terminal and in a
-pipe alike (``safe_echo`` also redacts configured keys). The final answer on stdout is the exception: ``llm`` itself
+pipe alike (``output.safe_echo`` also redacts configured keys). The final answer on stdout is the exception: ``llm`` itself
 prints model output raw, and so does ``llm consortium run``.
 
 Control characters become visible stand-ins instead of disappearing, so a
@@ -65,14 +65,3 @@ def json_dumps(value: Any, **options: Any) -> str:
     decoded data is unchanged)."""
     text = json.dumps(value, **options)
     return _JSON_RAW_CONTROL.sub(lambda match: f"\\u{ord(match.group(0)):04x}", text)
-
-
-def safe_echo(message: Any = "", **options: Any) -> None:
-    """``click.echo`` for every line we print that holds text from a model,
-    a provider or the database: control characters made visible and
-    configured keys redacted (``redaction.redact_values``)."""
-    import click
-
-    from .redaction import redact_values
-
-    click.echo(printable(redact_values(message if isinstance(message, str) else str(message))), **options)
