@@ -226,7 +226,7 @@ def m003_run_status_index(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m005_original_column_meanings(db: sqlite_utils.Database) -> None:
+def m004_original_column_meanings(db: sqlite_utils.Database) -> None:
     """Columns mean what they mean in the original plugin, for old rows too.
 
     ``consortium_members``: ``role`` is the model id (``arbiter`` on the one
@@ -249,7 +249,7 @@ def m005_original_column_meanings(db: sqlite_utils.Database) -> None:
 
 
 def _ours_to_original_meanings(db: sqlite_utils.Database) -> None:
-    """Rows written by llm-consortium before m005 (they have a ``model``)."""
+    """Rows written by llm-consortium before m004 (they have a ``model``)."""
     db.execute(
         f"UPDATE {MEMBERS} SET member_role = CASE WHEN role = 'member' THEN NULL ELSE role END, "
         "position = member_index, role = model, member_index = instance "
