@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: help install install-dev install-embeddings install-visualize install-all \
-        demo test test-quick test-embeddings test-llm-min bench docs cog cog-check lint clean
+        demo demo-eval test test-quick test-embeddings test-llm-min bench docs cog cog-check lint clean
 
 help:
 	@echo "make demo             install into .venv and run an offline consortium through llm"
+	@echo "make demo-eval        offline: a consortium of five 65%-accurate models against each of them"
 	@echo "make test             install dev dependencies into .venv and run the test suite"
 	@echo "make test-embeddings  also run the sentence-transformers tests (installs torch, CPU)"
 	@echo "make test-llm-min     run the core tests against the lowest supported llm ($(LLM_MIN))"
@@ -56,6 +57,9 @@ install-all: $(BIN)/python
 demo: $(VENV)/.installed-base
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+demo-eval: $(VENV)/.installed-base
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_eval.sh
+
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 	$(BIN)/cog --check docs/cli.md
@@ -78,6 +82,7 @@ test-llm-min:
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python scripts/benchmark.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_batch.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_streaming.py
 
 # The documentation site (Sphinx + MyST + furo, like llm's own docs), warnings as errors.
@@ -92,5 +97,5 @@ cog-check: $(VENV)/.installed-dev
 	$(BIN)/cog --check docs/cli.md
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .demo docs/_build
+	rm -rf build dist *.egg-info .pytest_cache .demo .demo-eval docs/_build
 	find . -name __pycache__ -prune -exec rm -rf {} +

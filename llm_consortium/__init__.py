@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
 def register_commands(cli):
     from .cli import register
 
-    register(cli, _add_report_commands, _add_run_command)
+    register(cli, _add_report_commands, _add_run_command, _add_batch_commands)
 
 
 def _add_report_commands(consortium: Any) -> None:
@@ -49,6 +49,12 @@ def _add_report_commands(consortium: Any) -> None:
 
 def _add_run_command(consortium: Any) -> None:
     from .run_command import register
+
+    register(consortium)
+
+
+def _add_batch_commands(consortium: Any) -> None:
+    from .batch_commands import register
 
     register(consortium)
 

@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 CONFIGS, RUNS, MEMBERS = "consortium_configs", "consortium_runs", "consortium_members"
 DECISIONS, EMBEDDINGS, CLUSTERS = "arbiter_decisions", "response_embeddings", "consensus_clusters"
+EVALS, EVAL_RESULTS = "consortium_evals", "consortium_eval_results"  # llm consortium eval
 
 
 # -- location ------------------------------------------------------------------
@@ -379,6 +380,35 @@ def _recompute_densities(db: sqlite_utils.Database) -> None:
         if centroid and vectors:
             density = 1.0 - sum(cosine_distance(vector, centroid) for vector in vectors) / len(vectors)
         db.execute(f"UPDATE {CLUSTERS} SET density = ? WHERE rowid = ?", [density, row["rowid"]])
+
+
+# ---- evaluations (llm consortium eval) ------------------------------------------
+@migration
+def m005_evaluations(db: sqlite_utils.Database) -> None:
+    """``llm consortium eval``: one row per evaluation, one per (system, dataset row)."""
+    db[EVALS].create(
+        {
+            "id": str, "created_at": str, "finished_at": str, "status": str, "eval_key": str,
+            "dataset": str, "dataset_sha256": str, "row_count": int, "scorer": str,
+            "prompt_field": str, "expected_field": str, "id_field": str, "systems_json": str,
+            "pid": int,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db[EVALS].create_index(["eval_key"], index_name="idx_consortium_evals_key", if_not_exists=True)
+    db[EVAL_RESULTS].create(
+        {
+            "eval_id": str, "system": str, "row_key": str, "row_number": int, "kind": str,
+            "prompt": str, "expected": str, "answer": str, "error": str, "correct": int,
+            "score_detail": str, "judge_model": str, "judge_prompt": str, "judge_verdict": str,
+            "judge_error": str, "confidence": float, "run_id": str, "input_tokens": int,
+            "output_tokens": int, "duration_s": float, "created_at": str,
+        },
+        pk=("eval_id", "system", "row_key"),
+        if_not_exists=True,
+    )
+# ---- end of evaluations -----------------------------------------------------------
 
 
 # -- filters ---------------------------------------------------------------------
@@ -971,6 +1001,73 @@ class Store:
             f"SELECT embedding_json FROM {EMBEDDINGS} WHERE run_id = ? ORDER BY created_at, response_id", [run_id]
         )
         return [json_column(row["embedding_json"], []) for row in rows]
+
+    # ---- evaluations (llm consortium eval) ----------------------------------------
+    def start_eval(self, row: dict[str, Any]) -> None:
+        with self._write() as db:
+            self._insert(db, EVALS, [{"created_at": utcnow(), "status": "running", "pid": os.getpid(), **row}])
+
+    def update_eval(self, eval_id: str, **fields: Any) -> None:
+        if fields.get("status") in ("finished", "incomplete", "interrupted"):
+            fields.setdefault("finished_at", utcnow())
+        with self._write() as db:
+            self._update(db, EVALS, ["id"], [{"id": eval_id, **fields}])
+
+    def unfinished_eval(self, eval_key: str) -> dict[str, Any] | None:
+        """The latest evaluation with these settings that is not finished."""
+        rows = self._query(
+            f"SELECT * FROM {EVALS} WHERE eval_key = ? AND status != 'finished' "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [eval_key],
+        )
+        return rows[0] if rows else None
+
+    def resolve_eval_id(self, eval_id: str | None) -> str:
+        """A full evaluation id from a unique prefix, or the latest for ``None``."""
+        if eval_id is None:
+            rows = self._query(f"SELECT id FROM {EVALS} ORDER BY created_at DESC, rowid DESC LIMIT 1")
+            if not rows:
+                raise NotFoundError("No evaluations found.")
+            return rows[0]["id"]
+        rows = self._query(f"SELECT id FROM {EVALS} WHERE substr(id, 1, ?) = ? LIMIT 2", [len(eval_id), eval_id])
+        if not rows:
+            raise NotFoundError(f"Evaluation '{eval_id}' not found.")
+        if len(rows) > 1:
+            raise NotFoundError(f"Evaluation id prefix '{eval_id}' is ambiguous; give more characters.")
+        return rows[0]["id"]
+
+    def eval_row(self, eval_id: str) -> dict[str, Any]:
+        return self._query(f"SELECT * FROM {EVALS} WHERE id = ?", [eval_id])[0]
+
+    def record_eval_results(self, rows: list[dict[str, Any]]) -> None:
+        """Store (or replace, when a row is retried) answers and their scores."""
+        if rows:
+            with self._write() as db:
+                self._insert(db, EVAL_RESULTS, [{"created_at": utcnow(), **row} for row in rows], replace=True)
+
+    def eval_states(self, eval_id: str) -> dict[tuple[str, str], tuple[bool, bool]]:
+        """``(system, row_key) -> (answered, scored)`` for the rows stored so far."""
+        rows = self._query(
+            "SELECT system, row_key, error IS NULL AS answered, correct IS NOT NULL AS scored "
+            f"FROM {EVAL_RESULTS} WHERE eval_id = ?",
+            [eval_id],
+        )
+        return {(row["system"], row["row_key"]): (bool(row["answered"]), bool(row["scored"])) for row in rows}
+
+    def eval_result(self, eval_id: str, system: str, row_key: str) -> dict[str, Any]:
+        return self._query(
+            f"SELECT * FROM {EVAL_RESULTS} WHERE eval_id = ? AND system = ? AND row_key = ?",
+            [eval_id, system, row_key],
+        )[0]
+
+    def eval_measures(self, eval_id: str) -> list[dict[str, Any]]:
+        """The columns the report is computed from, one row per (system, dataset row)."""
+        return self._query(
+            "SELECT system, kind, correct, error, input_tokens, output_tokens, duration_s "
+            f"FROM {EVAL_RESULTS} WHERE eval_id = ? ORDER BY system, row_number",
+            [eval_id],
+        )
+    # ---- end of evaluations -------------------------------------------------------
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """Read-only SQL of your own against the database."""

@@ -242,3 +242,17 @@ def answer_pieces(run: Run, report: Reporter) -> Iterator[str]:
         raise
     finally:
         report.clear()
+
+
+@contextmanager
+def display_reserved() -> Iterator[None]:
+    """Hold the process's one live display for a caller that draws its own
+    (``batch``, ``eval``): the consortium runs inside draw nothing; their
+    member failure lines are still written."""
+    holder = Reporter(live=False)
+    claimed = holder._claim_display()
+    try:
+        yield
+    finally:
+        if claimed:
+            holder._release_display()

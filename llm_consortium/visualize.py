@@ -284,6 +284,12 @@ def write_run_page(
     details = store.run_details(run_id)
     figure = build_figure(details)
     path = pathlib.Path(output) if output else default_output(details["run"]["id"])
+    return write_figure_page(figure, path, cdn=cdn)
+
+
+def write_figure_page(figure: Any, path: pathlib.Path, cdn: bool = False) -> pathlib.Path:
+    """A self-contained page (plotly.js embedded: works offline), or a small
+    one loading plotly.js from the web with ``cdn``. Also used by ``eval``."""
     try:
         figure.write_html(
             str(path), include_plotlyjs="cdn" if cdn else True, full_html=True, auto_open=False

@@ -9,18 +9,7 @@ rm -rf "$LLM_USER_PATH"
 mkdir -p "$LLM_USER_PATH"
 cp scripts/demo_models.json "$LLM_USER_PATH/fake_models.json"
 
-# Print each command as you would type it (arguments with spaces in quotes), then run it.
-run() {
-    printf '\n$'
-    for arg in "$@"; do
-        case $arg in
-            *[!A-Za-z0-9_./:=-]*) printf " '%s'" "$arg" ;;
-            *) printf ' %s' "$arg" ;;
-        esac
-    done
-    printf '\n'
-    "$@"
-}
+source scripts/print_and_run.sh
 
 run llm consortium save seasons \
     -m demo-astronomer -m demo-physicist:2 -m demo-contrarian \

@@ -530,7 +530,8 @@ class _Scripted:
                 "pid": os.getpid(),
                 "time": time.time(),
             }
-            _Scripted.calls.setdefault(self.model_id, []).append(record)
+            if self.spec.get("record", True):
+                _Scripted.calls.setdefault(self.model_id, []).append(record)
         _append_log(record)
         return record
 
@@ -556,6 +557,8 @@ class _Scripted:
             return "\n".join(lines)
         if spec.get("arbiter"):
             return arbiter_reply(call["prompt"], n, spec)
+        if "accuracy" in spec:
+            return arithmetic_reply(self.model_id, call, spec)
         if "answer" in spec or "answers" in spec:
             answer = _pick(spec["answers"], n) if "answers" in spec else spec["answer"]
             template = self._answer_text(answer, n)
@@ -768,3 +771,55 @@ def register_embedding_models(register):
         plugin.register_embedding_models(register)
     except Exception as ex:  # noqa: BLE001 - hooks must never raise
         _warn_once(f"could not register fake embedding models: {ex}")
+
+
+# ---------------------------------------------------------------------------
+# Probabilistic arithmetic answerer (the eval demo and eval tests)
+# ---------------------------------------------------------------------------
+# Spec key ``accuracy`` (0..1): the model answers the last "What is A op B?"
+# (op: + - * x) in the latest user text correctly with that probability.
+# The draw is seeded by the model id and the question, so each model gets
+# the same questions right on every run (and different models err on
+# different ones); a wrong answer is off by 1..9. Inside a consortium (the
+# system prompt asks for <answer> tags) it replies in the member format with
+# ``confidence`` (default 0.7); asked directly it replies with the number.
+
+MODEL_KEYS["accuracy"] = (
+    lambda v: _is_number(v) and 0 <= v <= 1,
+    "a number between 0 and 1",
+)
+# Spec key ``record`` (default true): false keeps no ``calls`` record, so a
+# long benchmark (scripts/bench_batch.py) measures the plugin, not the fake.
+MODEL_KEYS["record"] = (lambda v: isinstance(v, bool), "true or false")
+ARITHMETIC_RE = re.compile(r"what is\s+(-?\d+)\s*([-+*x×])\s*(-?\d+)", re.I)
+
+
+def _unit_draw(*parts: Any) -> float:
+    return zlib.crc32("|".join(map(str, parts)).encode("utf-8")) / 2**32
+
+
+def arithmetic_answer(model_id: str, text: str, accuracy: float) -> Optional[int]:
+    """This model's (possibly wrong) answer to the question in ``text``."""
+    found = ARITHMETIC_RE.findall(text or "")
+    if not found:
+        return None
+    left, op, right = found[-1]
+    a, b = int(left), int(right)
+    truth = a + b if op == "+" else a - b if op == "-" else a * b
+    question = f"{a}{op}{b}"
+    if _unit_draw(model_id, question) < accuracy:
+        return truth
+    offset = 1 + int(_unit_draw(model_id, question, "offset") * 9)
+    return truth + offset if _unit_draw(model_id, question, "sign") < 0.5 else truth - offset
+
+
+def arithmetic_reply(model_id: str, call: dict, spec: dict) -> str:
+    answer = arithmetic_answer(model_id, call["prompt"], spec["accuracy"])
+    text = "I cannot tell." if answer is None else str(answer)
+    if "<answer>" in (call["system"] or ""):
+        confidence = _pick(spec.get("confidence", 0.7), call["n"])
+        return (
+            f"<thinking>Working it out.</thinking>\n<answer>{text}</answer>\n"
+            f"<confidence>{confidence}</confidence>"
+        )
+    return text
