@@ -7,7 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = re.compile(
-    r"consortium_runs|consortium_members|arbiter_decisions|response_embeddings|consensus_clusters|consortium_configs"
+    r"consortium_runs|consortium_members|arbiter_decisions|response_embeddings|consensus_clusters"
+    r"|consortium_configs|consortium_evals|consortium_eval_results"
 )
 
 
