@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: help install install-dev install-embeddings install-visualize install-all \
-        demo demo-eval test test-quick test-embeddings test-llm-min bench docs cog cog-check lint clean
+        demo demo-eval test test-quick test-compat test-embeddings test-llm-min bench docs cog cog-check lint clean
 
 help:
 	@echo "make demo             install into .venv and run an offline consortium through llm"
 	@echo "make demo-eval        offline: a consortium of five 65%-accurate models against each of them"
 	@echo "make test             install dev dependencies into .venv and run the test suite"
+	@echo "make test-compat      run the original plugin's 0.8.0 test suite against this package (a report)"
 	@echo "make test-embeddings  also run the sentence-transformers tests (installs torch, CPU)"
 	@echo "make test-llm-min     run the core tests against the lowest supported llm ($(LLM_MIN))"
 	@echo "make bench            fan-out and start-up benchmarks (prints figures)"
@@ -63,6 +64,12 @@ demo-eval: $(VENV)/.installed-base
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 	$(BIN)/cog --check docs/cli.md
+
+# The original plugin's own tests (from its 0.8.0 sdist), run against this
+# package. A report, not a gate: it prints how many pass and exits 0.
+ORIGINAL_VERSION := 0.8.0
+test-compat: $(VENV)/.installed-dev
+	$(BIN)/python scripts/test_compat.py $(ORIGINAL_VERSION)
 
 test-embeddings: $(VENV)/.installed-dev
 	$(PIP) install --quiet torch==2.13.0

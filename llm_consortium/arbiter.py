@@ -166,12 +166,14 @@ def build_arbiter_prompt(
     )
 
 
-def build_refinement_prompt(original_prompt: str, iteration: int, previous: Decision) -> str:
-    areas = "\n".join(f"- {area}" for area in previous.refinement_areas) or "- (none given)"
+def build_refinement_prompt(
+    original_prompt: str, iteration: int, synthesis: str, refinement_areas: Sequence[str]
+) -> str:
+    areas = "\n".join(f"- {area}" for area in refinement_areas) or "- (none given)"
     return load("refinement_prompt.txt").format(
         iteration=iteration,
         original_prompt=original_prompt,
-        previous_synthesis=previous.synthesis,
+        previous_synthesis=synthesis,
         refinement_areas=areas,
     )
 

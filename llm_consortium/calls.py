@@ -251,6 +251,14 @@ class _Call:
     last_error: str = "not called"
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _attempt(
     inbox: queue.Queue[tuple[str, Hashable, int, Any]],
     key: Hashable,
@@ -270,13 +278,18 @@ def _attempt(
         if request.attachments:
             kwargs["attachments"] = request.attachments
         response = request.model.prompt(request.prompt, **kwargs, **(request.options or {}))
-        pieces = []
-        for chunk in response:
-            pieces.append(chunk)
-            if stream_chunks:
+        if stream_chunks:
+            pieces = []
+            for chunk in response:
+                pieces.append(chunk)
                 inbox.put(("chunk", key, attempt, chunk))
+            text = "".join(pieces)
+        else:
+            text = response.text()
         usage = response.usage()
-        inbox.put(("ok", key, attempt, ("".join(pieces), response.id, usage.input, usage.output)))
+        inbox.put(
+            ("ok", key, attempt, (text, _text_or_none(response.id), _count(usage.input), _count(usage.output)))
+        )
     except BaseException as ex:  # reported to the thread that runs the group
         inbox.put(("error", key, attempt, ex))
 

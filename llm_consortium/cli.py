@@ -254,19 +254,17 @@ def config_from_options(
     if require_arbiter and not arbiter:
         raise ConfigError("Missing option '--arbiter': give the model that judges the answers.")
     params = parse_strategy_params(strategy_params)
-    declared = {param.name for param in get_strategy_class(strategy).params}
-    if clustering_algorithm is not None and "clustering_algorithm" not in declared:
-        raise ConfigError(
-            f"--clustering-algorithm applies to a clustering strategy (e.g. --strategy semantic), "
-            f"not to '{strategy}'"
-        )
+    declared = {param.name for param in get_strategy_class(strategy).parameters or ()}
     clustering = {
         "clustering_algorithm": clustering_algorithm.lower() if clustering_algorithm else None,
         "eps": cluster_eps,
         "min_samples": cluster_min_samples,
     }
     for key, value in clustering.items():
-        if key in declared and key not in params and value is not None:
+        # As the original: --clustering-algorithm stores all three, whatever
+        # the strategy (one that does not use them is reported at save).
+        wanted = key in declared or clustering_algorithm is not None
+        if wanted and key not in params and value is not None:
             params[key] = value
     return ConsortiumConfig(
         models=parse_models(models, count),
@@ -332,6 +330,20 @@ def save_config(name: str, config: ConsortiumConfig) -> None:
     data = config.to_dict()
     data.pop("created_at", None)
     store.save_config(name, data)
+
+
+def report_unused_params(config: ConsortiumConfig) -> None:
+    """One line on stderr naming strategy parameters the strategy does not
+    use (kept in the config as given, as the original kept any parameter)."""
+    from .strategies import get_strategy_class
+
+    unused = get_strategy_class(config.strategy).undeclared_params(config.strategy_params)
+    if unused:
+        click.echo(
+            f"Note: strategy '{config.strategy}' does not use parameter(s) "
+            f"{', '.join(unused)}; kept as given",
+            err=True,
+        )
 
 
 def print_config(name: str, config: ConsortiumConfig) -> None:
@@ -404,6 +416,7 @@ def add_commands(consortium: click.Group) -> None:
         """
         config = config_from_options(**options)
         save_config(name, config)
+        report_unused_params(config)
         click.echo(f"Consortium configuration '{name}' saved.")
         click.echo(f'You can now use it like: llm -m {name} "Your prompt here"')
 
@@ -456,6 +469,7 @@ def add_commands(consortium: click.Group) -> None:
             click.echo(json.dumps(config_json(name, config), indent=2))
         else:
             print_config(name, config)
+            report_unused_params(config)
 
     @consortium.command(name="remove")
     @click.argument("name")
@@ -486,7 +500,7 @@ def add_commands(consortium: click.Group) -> None:
         """
         from .strategies import available_strategies
 
-        described = [cls.describe() for cls in available_strategies().values()]
+        described = [{**cls.describe(), "name": name} for name, cls in available_strategies().items()]
         if json_output:
             click.echo(json.dumps(described, indent=2))
             return

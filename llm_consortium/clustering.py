@@ -2,15 +2,17 @@
 
 Distance scale
 --------------
-All three algorithms work on the precomputed matrix of
-``d(a, b) = (1 - cos(a, b)) / 2`` in [0, 1] from
-:func:`llm_consortium.geometry.pairwise_distances` -- the same scale as the
-geometric confidence.  ``eps`` is therefore a distance on [0, 1] (0.5 means
-"orthogonal"); it must satisfy ``0 < eps <= 1``.  ``min_samples`` counts the
-point itself.
+All three algorithms work on the precomputed matrix of scikit-learn's cosine
+distance, ``1 - cos(a, b)`` in [0, 2] (0 = same direction, 1 = orthogonal,
+2 = opposite) -- the scale of ``DBSCAN(metric="cosine")`` that the original
+plugin used.  ``eps`` is a distance on that scale (``0 < eps <= 2``), for
+every algorithm, so ``--cluster-eps 0.35`` keeps exactly the answers that
+``sklearn.cluster.DBSCAN(metric="cosine", eps=0.35)`` keeps.  ``min_samples``
+counts the point itself.  (Geometric confidence and the cluster statistics
+below use half that distance; see :mod:`llm_consortium.geometry`.)
 
-Zero vectors have no direction (distance 1.0 to everything, themselves
-included), so they are always noise and are left out before clustering.
+Zero vectors have no direction, so they are always noise and are left out
+before clustering.
 
 Algorithms
 ----------
@@ -60,8 +62,9 @@ Algorithms
 Cluster statistics
 ------------------
 ``centroid`` is the mean of the members, ``radius`` the largest member
-distance to it and ``mean_distance`` the average one (same scale),
-``density = size / (radius + 1e-9)``.  The ``consensus`` cluster is the
+distance to it and ``mean_distance`` the average one, both ``(1 - cos) / 2``
+as in the original, and ``density = 1 - mean_distance`` (the original's
+stored cluster density: 1 for identical answers).  The ``consensus`` cluster is the
 largest; ties go to the smaller ``mean_distance``, then to the lower label.
 """
 
@@ -79,8 +82,8 @@ from .geometry import Vector, centroid, cosine_distance, pairwise_distances
 if TYPE_CHECKING:
     import numpy
 
-DENSITY_EPSILON = 1e-9
 NOISE = -1
+MAX_EPS = 2.0  # 1 - cos never exceeds 2 (opposite directions)
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,8 @@ def _check_algorithm(algorithm: str) -> str:
 def _check_parameters(eps: float, min_samples: int) -> None:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise ValueError(f"eps must be a number, got {eps!r}")
-    if not (math.isfinite(eps) and 0.0 < eps <= 1.0):
-        raise ValueError(f"eps must be in (0, 1] on the (1 - cos) / 2 scale, got {eps}")
+    if not (math.isfinite(eps) and 0.0 < eps <= MAX_EPS):
+        raise ValueError(f"eps must be in (0, 2] on the 1 - cos scale, got {eps}")
     if isinstance(min_samples, bool) or not isinstance(min_samples, int):
         raise ValueError(f"min_samples must be an integer, got {min_samples!r}")
     if min_samples < 1:
@@ -218,15 +221,15 @@ def _describe_cluster(
 ) -> Cluster:
     center = centroid([vectors[i] for i in members])
     distances = [cosine_distance(vectors[i], center) for i in members]
-    radius = max(distances)
+    mean_distance = math.fsum(distances) / len(distances)
     return Cluster(
         label=label,
         members=members,
         centroid=center,
-        radius=radius,
-        density=len(members) / (radius + DENSITY_EPSILON),
+        radius=max(distances),
+        density=1.0 - mean_distance,
         size=len(members),
-        mean_distance=math.fsum(distances) / len(distances),
+        mean_distance=mean_distance,
     )
 
 
@@ -270,7 +273,7 @@ def cluster(
     _check_parameters(eps, min_samples)
     if len(vectors) == 0:
         raise ValueError("at least one vector is required")
-    distances = pairwise_distances(vectors)
+    distances = 2.0 * pairwise_distances(vectors)  # 1 - cos
     labels = _label_active(distances, name, float(eps), min_samples)
     clusters = _build_clusters(vectors, labels)
     return ClusteringResult(

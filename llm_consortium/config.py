@@ -63,7 +63,10 @@ class ConsortiumConfig(BaseModel):
     min_responses: int = 1
     max_concurrency: int | None = None
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(self, *, stored: bool = False, **data: Any) -> None:
+        """``stored``: a saved configuration, read back. Checks that only a
+        new configuration needs (the semantic strategy's embedding backend,
+        which the original did not require) are then left to the run."""
         try:
             super().__init__(**data)
         except pydantic.ValidationError as ex:
@@ -73,7 +76,7 @@ class ConsortiumConfig(BaseModel):
             if isinstance(cause, ConfigError):
                 raise ConfigError(str(cause)) from None
             raise ConfigError(f"Invalid {where}: {error['msg']}") from None
-        self._check()
+        self._check(stored)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -103,8 +106,9 @@ class ConsortiumConfig(BaseModel):
     def _params(cls, value: Any) -> dict[str, Any]:
         return dict(value or {})
 
-    def _check(self) -> None:
+    def _check(self, stored: bool = False) -> None:
         from .strategies import get_strategy_class
+        from .strategies.factory import strategy_name
 
         if self.max_iterations < 1:
             raise ConfigError("max_iterations must be at least 1")
@@ -141,9 +145,18 @@ class ConsortiumConfig(BaseModel):
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
         strategy_class = get_strategy_class(self.strategy)
-        self.strategy = strategy_class.name
+        self.strategy = strategy_name(strategy_class)
         self.strategy_params = strategy_class.convert_params(self.strategy_params)
-        strategy_class.check_config(self)
+        try:  # the strategy's own checks (``_validate_params``), before any run
+            strategy_class(None, self.strategy_params)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as ex:
+            raise ConfigError(f"Invalid parameters for strategy '{self.strategy}': {ex}") from None
+        except AttributeError:
+            pass  # it needs a real orchestrator to check more: checked when a run starts
+        if not stored:
+            strategy_class.check_config(self)
         if strategy_class.forced_judging_method:
             self.judging_method = strategy_class.forced_judging_method
 
@@ -165,4 +178,5 @@ class ConsortiumConfig(BaseModel):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConsortiumConfig:
-        return cls(**data)
+        """A saved configuration (see ``stored``)."""
+        return cls(stored=True, **data)

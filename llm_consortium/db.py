@@ -827,7 +827,6 @@ class Store:
         arbiter: str | None = None,
         prompt: str | None = None,
         call: CallOutcome | None = None,
-        notes: dict[str, Any] | None = None,
         embeddings: Sequence[ResponseEmbedding] = (),
         clusters: Sequence[ClusterSummary] = (),
     ) -> None:
@@ -840,8 +839,6 @@ class Store:
         if decision is not None:
             data = decision.to_dict()
             data.pop("raw_arbiter_response", None)
-            if notes:
-                data["strategy_notes"] = notes
         row = {
             "run_id": run_id,
             "iteration": iteration,
@@ -1001,6 +998,61 @@ class Store:
         )
         return members, decisions
 
+    def runs_answering(self, config_name: str | None, turns: Sequence[tuple[str, str]]) -> list[str]:
+        """The runs that produced an earlier conversation: for each ``(user
+        prompt, answer)`` pair, the latest successful run of this consortium
+        with that prompt and final synthesis (pairs no run answered are
+        skipped). This is how ``llm -c`` / ``--cid`` history, which ``llm``
+        passes as plain messages, leads back to the runs."""
+        found: list[str] = []
+        for prompt, answer in turns:
+            rows = self._query(
+                f"SELECT id FROM {RUNS} WHERE config_name IS ? AND user_prompt = ? "
+                "AND status = 'success' AND (final_synthesis = ? OR final_synthesis = ?) "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                [config_name, prompt, answer, answer.strip()],
+            )
+            if rows and rows[0]["id"] not in found:
+                found.append(rows[0]["id"])
+        return found
+
+    def conversation_threads(
+        self, run_ids: Sequence[str]
+    ) -> tuple[dict[tuple[str, int], list[tuple[str, str]]], list[tuple[str, str]]]:
+        """Each member instance's own ``(prompt, answer)`` turns, and the
+        arbiter's, over ``run_ids`` in that order: what each of them has
+        already seen."""
+        order = {run_id: position for position, run_id in enumerate(run_ids)}
+        if not order:
+            return {}, []
+        marks = ", ".join("?" * len(order))
+        members: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        for row in sorted(
+            self._query(
+                f"SELECT run_id, model, instance, iteration, prompt, response FROM {MEMBERS} "
+                f"WHERE run_id IN ({marks}) AND role != ? AND error IS NULL AND response IS NOT NULL "
+                "ORDER BY iteration, rowid",
+                [*order, ARBITER_ROLE],
+            ),
+            key=lambda row: (order[row["run_id"]], row["iteration"]),
+        ):
+            members.setdefault((row["model"], row["instance"]), []).append(
+                (row["prompt"] or "", row["response"] or "")
+            )
+        arbiter = [
+            (row["prompt"] or "", row["raw_response"] or "")
+            for row in sorted(
+                self._query(
+                    f"SELECT run_id, iteration, prompt, raw_response FROM {DECISIONS} "
+                    f"WHERE run_id IN ({marks}) AND error IS NULL AND raw_response IS NOT NULL "
+                    "AND prompt IS NOT NULL",
+                    list(order),
+                ),
+                key=lambda row: (order[row["run_id"]], row["iteration"]),
+            )
+        ]
+        return members, arbiter
+
     def embeddings_for_run(self, run_id: str) -> list[list[float]]:
         rows = self._query(
             f"SELECT embedding_json FROM {EMBEDDINGS} WHERE run_id = ? ORDER BY created_at, response_id", [run_id]
@@ -1138,11 +1190,20 @@ class DatabaseConnection:
     user directory, with the schema ensured. It is this process's shared
     connection (safe across threads: writes go through ``Store``)."""
 
+    #: Per thread, the connection handed out and the file it is on (as the
+    #: original, whose tests clear ``_thread_local.db`` between tests).
+    _thread_local = threading.local()
+
     @classmethod
     def get_connection(cls) -> sqlite_utils.Database:
-        store = shared_store()
+        path = logs_db_path()
+        cached = getattr(cls._thread_local, "db", None)
+        if cached is not None and getattr(cls._thread_local, "path", None) == path:
+            return cached
+        store = shared_store(path)
         with store._lock:
             store._ensure_schema()
+            cls._thread_local.db, cls._thread_local.path = store.db, path
             return store.db
 
 

@@ -1,13 +1,19 @@
 """Geometric confidence of a set of response embeddings.
 
-Distance scale
---------------
-Every distance in llm-consortium (this module, :mod:`llm_consortium.clustering`
-and its ``eps``) is the *cosine distance halved*::
+Distance scales
+---------------
+Two scales are used, as in the original plugin:
 
-    d(a, b) = (1 - cos(a, b)) / 2        in [0, 1]
+* geometric confidence, outliers and cluster statistics (radius, density)
+  use the *cosine distance halved*::
 
-0 means "same direction", 0.5 "orthogonal", 1 "opposite".  A zero vector has
+      d(a, b) = (1 - cos(a, b)) / 2        in [0, 1]
+
+  0 means "same direction", 0.5 "orthogonal", 1 "opposite";
+* clustering ``eps`` (:mod:`llm_consortium.clustering`) is on scikit-learn's
+  cosine scale, ``1 - cos`` in [0, 2] (``DBSCAN(metric="cosine")``), for every
+  algorithm: an ``eps`` of 0.35 means what it meant with the original.
+  A zero vector has
 no direction, so any distance involving one is defined as 1.0 (the maximum),
 including the distance of a zero vector to itself.
 
@@ -38,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .embeddings import import_optional
 
@@ -134,10 +140,12 @@ def _mean_and_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(variance)
 
 
-def _outliers(distances: list[float], mean: float, std: float) -> list[int]:
+def _outliers(
+    distances: list[float], mean: float, std: float, factor: float = OUTLIER_STD_FACTOR
+) -> list[int]:
     if len(distances) < 3 or std <= STD_TOLERANCE:
         return []
-    limit = mean + OUTLIER_STD_FACTOR * std
+    limit = mean + factor * std
     return [index for index, value in enumerate(distances) if value > limit]
 
 
@@ -155,3 +163,34 @@ def geometric_confidence(vectors: Sequence[Vector]) -> GeometricSummary:
         std_distance=std,
         outliers=_outliers(distances, mean, std),
     )
+
+
+class GeometricConfidenceCalculator:
+    """The original plugin's interface to the functions above, on numpy arrays."""
+
+    @staticmethod
+    def compute_confidence(response_vectors: Sequence[Vector], centroid: Vector) -> float:
+        """``clamp(1 - mean d(v, centroid), 0, 1)``; 0.0 without vectors."""
+        if len(response_vectors) == 0 or len(centroid) == 0:
+            return 0.0
+        distances = [cosine_distance(vector, centroid) for vector in response_vectors]
+        return min(1.0, max(0.0, 1.0 - math.fsum(distances) / len(distances)))
+
+    @staticmethod
+    def detect_outliers(vectors: Sequence[Vector], threshold_std: float = OUTLIER_STD_FACTOR) -> list[int]:
+        """Indices farther from the centroid than mean + ``threshold_std`` · std."""
+        if len(vectors) < 3:
+            return []
+        center = centroid(vectors)
+        distances = [cosine_distance(vector, center) for vector in vectors]
+        mean, std = _mean_and_std(distances)
+        return _outliers(distances, mean, std, threshold_std)
+
+    @staticmethod
+    def compute(embeddings: Sequence[Vector]) -> tuple[float, Any]:
+        """``(confidence, centroid)``, the centroid a numpy array."""
+        np = import_optional("numpy")
+        if len(embeddings) == 0:
+            return 0.0, np.array([], dtype=float)
+        summary = geometric_confidence(embeddings)
+        return summary.confidence, np.asarray(summary.centroid, dtype=float)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Optional
 
@@ -40,6 +41,11 @@ ATTACHMENT_TYPES = frozenset(
 )
 
 
+#: Conversations whose member threads one ``ConsortiumModel`` keeps in memory
+#: (an older one is rebuilt from the store when it continues).
+KEPT_CONVERSATIONS = 16
+
+
 class ConsortiumModel(llm.Model):
     can_stream = True
     attachment_types = ATTACHMENT_TYPES
@@ -70,6 +76,25 @@ class ConsortiumModel(llm.Model):
     def __init__(self, model_id: str, config: ConsortiumConfig) -> None:
         self.model_id = str(model_id)
         self.config = config
+        # One orchestrator per llm conversation of this process (``llm chat``),
+        # so that each member continues its own conversation turn after turn;
+        # the most recently used few are kept.
+        self._orchestrators: OrderedDict[str, ConsortiumOrchestrator] = OrderedDict()
+
+    def get_orchestrator(self, conversation: llm.Conversation | None = None) -> ConsortiumOrchestrator:
+        """An orchestrator for this consortium; the same one for every turn of
+        ``conversation`` (a new one without)."""
+        key = getattr(conversation, "id", None)
+        if key is None:
+            return ConsortiumOrchestrator(self.config, config_name=self.model_id, store=shared_store())
+        if key not in self._orchestrators:
+            self._orchestrators[key] = ConsortiumOrchestrator(
+                self.config, config_name=self.model_id, store=shared_store()
+            )
+            while len(self._orchestrators) > KEPT_CONVERSATIONS:
+                self._orchestrators.popitem(last=False)
+        self._orchestrators.move_to_end(key)
+        return self._orchestrators[key]
 
     def __str__(self) -> str:
         return f"Consortium: {self.model_id}"
@@ -117,7 +142,8 @@ class ConsortiumModel(llm.Model):
             )
         except ConsortiumError as ex:
             raise llm.ModelError(str(ex)) from None
-        orchestrator = ConsortiumOrchestrator(config, config_name=self.model_id, store=store)
+        orchestrator = self.get_orchestrator(conversation)
+        orchestrator.config = config
         run = orchestrator.run(
             prompt.prompt,
             history=history_from_messages(prompt.messages),

@@ -4,7 +4,8 @@ The loop is pure: it parses no CLI arguments, prints nothing and opens no
 database of its own. It writes through the ``Store`` it is given and reports
 ``events`` to whoever iterates it — ``ConsortiumModel.execute`` (``llm -m``),
 ``llm consortium run`` and ``orchestrate()`` (Python) all drive the same loop.
-Auto and manual context differ only in the messages a member is sent.
+Auto and manual context differ only in how a member is called: in its own
+persistent ``llm`` conversation, or with one fresh prompt each iteration.
 """
 
 from __future__ import annotations
@@ -32,16 +33,18 @@ from .events import (
     SynthesisDelta,
 )
 from .prompts import load
-from .results import Decision, IterationContext, Member, MemberResult, members_from_models
+from .processing import Processed, keep_notes, process_with
+from .results import (
+    Decision,
+    IterationContext,
+    Member,
+    MemberResult,
+    ResponseEmbedding,
+    members_from_models,
+)
 from .db import Store, shared_store
-from .strategies import StrategyContext, StrategyOutcome, get_strategy_class
 
 Turn = tuple[str, str]
-# Telemetry keys stored in columns/tables of their own; the rest are the
-# strategy's notes, kept in the decision's ``decision_json``.
-STORED_TELEMETRY = frozenset(
-    {"geometric_confidence", "centroid_vector", "outliers", "embeddings", "clusters"}
-)
 # Member results that arrive within this many seconds are stored together.
 STORE_BATCH_SECONDS = 0.01
 
@@ -71,6 +74,19 @@ def normalize_history(history: Any) -> list[Turn]:
     return turns
 
 
+def _thread_messages(thread: Sequence[tuple[str, str]]) -> list[Any]:
+    """``llm`` messages for earlier ``(prompt, answer)`` turns."""
+    messages: list[Any] = []
+    for prompt, answer in thread:
+        messages += [llm.user(prompt), llm.assistant(answer)]
+    return messages
+
+
+def has_history(conversation: Any) -> bool:
+    """Whether an ``llm`` conversation already holds earlier turns."""
+    return bool(getattr(conversation, "responses", None) or getattr(conversation, "loaded_messages", None))
+
+
 def history_from_messages(messages: Sequence[Any]) -> list[Turn]:
     """Earlier turns from ``prompt.messages``: everything before the last
     user message (the current prompt)."""
@@ -83,7 +99,18 @@ def history_from_messages(messages: Sequence[Any]) -> list[Turn]:
 
 class ConsortiumOrchestrator:
     """Runs a consortium. ``orchestrate()`` returns the original plugin's
-    result dict; ``run()`` yields events as the run progresses."""
+    result dict; ``run()`` yields events as the run progresses.
+
+    As in the original, the settings are plain attributes that may be
+    reassigned between runs (``models``, ``arbiter``, ``system_prompt``,
+    ``confidence_threshold``, ``max_iterations``, ``minimum_iterations``,
+    ``judging_method``, ``manual_context``, ``strategy``); assigning
+    ``config`` resets them all. Under automatic context each member instance
+    keeps its own ``llm`` conversation (``model_conversations``, keyed
+    ``"{model}_{instance}"``) and the arbiter its own
+    (``arbiter_conversation``) for the life of the orchestrator, so a reused
+    orchestrator continues them turn after turn.
+    """
 
     def __init__(
         self,
@@ -91,50 +118,116 @@ class ConsortiumOrchestrator:
         config_name: str | None = None,
         store: Store | None = None,
     ) -> None:
-        self.config = config
         self.config_name = config_name
         self._store = store
+        self.config = config
         self.iteration_history: list[dict[str, Any]] = []
+        self._conversation_history: Any = ""
         self.consortium_id: str | None = None
-
-    # The original plugin's attribute names.
-    @property
-    def models(self) -> dict[str, int]:
-        return self.config.models
-
-    @property
-    def arbiter(self) -> str | None:
-        return self.config.arbiter
+        self._embedding_service: Any = None
+        self.model_conversations: dict[str, Any] = {}
+        self.arbiter_conversation: Any = None
+        # Threads rebuilt from the store for conversations not started yet.
+        self._rebuilt: tuple[dict[tuple[str, int], list[Turn]], list[Turn]] = ({}, [])
 
     @property
-    def system_prompt(self) -> str | None:
-        return self.config.system_prompt
+    def config(self) -> ConsortiumConfig:
+        return self._config
 
-    @property
-    def confidence_threshold(self) -> float:
-        return self.config.confidence_threshold
+    @config.setter
+    def config(self, config: ConsortiumConfig) -> None:
+        from .strategies import create_strategy
 
-    @property
-    def max_iterations(self) -> int:
-        return self.config.max_iterations
+        self._config = config
+        self.models: dict[str, int] = dict(config.models)
+        self.arbiter: str | None = config.arbiter
+        self.system_prompt: str | None = config.system_prompt
+        self.confidence_threshold: float = config.confidence_threshold
+        self.max_iterations: int = config.max_iterations
+        self.minimum_iterations: int = config.minimum_iterations
+        self.judging_method: str = config.judging_method
+        self.manual_context: bool = config.manual_context
+        self.strategy = create_strategy(config.strategy, self, config.strategy_params)
 
-    @property
-    def minimum_iterations(self) -> int:
-        return self.config.minimum_iterations
-
-    @property
-    def judging_method(self) -> str:
-        return self.config.judging_method
-
-    @property
-    def manual_context(self) -> bool:
-        return self.config.manual_context
+    def effective_config(self) -> ConsortiumConfig:
+        """The config with the attributes as they are now (validated)."""
+        data = self._config.to_dict()
+        data.update(
+            models=dict(self.models),
+            arbiter=self.arbiter,
+            system_prompt=self.system_prompt,
+            confidence_threshold=self.confidence_threshold,
+            max_iterations=self.max_iterations,
+            minimum_iterations=self.minimum_iterations,
+            judging_method=self.judging_method,
+            manual_context=self.manual_context,
+        )
+        if self.strategy.forced_judging_method:
+            data["judging_method"] = self.strategy.forced_judging_method
+        return ConsortiumConfig(**data)
 
     @property
     def store(self) -> Store:
         if self._store is None:
             self._store = shared_store()
         return self._store
+
+    def get_embedding_service(self) -> Any:
+        """The embedding service of this consortium (created on first use)."""
+        if self._embedding_service is None:
+            from .embeddings import create_embedding_service
+
+            self._embedding_service = create_embedding_service(self._config)
+        return self._embedding_service
+
+    # -- persistent conversations (automatic context) ------------------------
+    def reset_model_conversations(self) -> None:
+        """Forget every member instance's conversation."""
+        self.model_conversations.clear()
+
+    def reset_arbiter_conversation(self) -> None:
+        """Forget the arbiter's conversation."""
+        self.arbiter_conversation = None
+
+    def _rebuild_threads(self, history: list[Turn]) -> None:
+        """Before its first run, an orchestrator given earlier turns of a
+        conversation (``llm -c``) finds the runs that answered them, so each
+        member instance and the arbiter continue their own threads."""
+        if self.model_conversations or self.arbiter_conversation is not None:
+            return  # the conversations of this process go on
+        pairs = [
+            (history[i][1], history[i + 1][1])
+            for i in range(len(history) - 1)
+            if history[i][0] == "user" and history[i + 1][0] == "assistant"
+        ]
+        runs = self.store.runs_answering(self.config_name, pairs) if pairs else []
+        self._rebuilt = self.store.conversation_threads(runs) if runs else ({}, [])
+
+    def member_conversation(
+        self, model: Any, model_id: str, instance: int, system: Any, history: list[Any]
+    ) -> Any:
+        """The member instance's own conversation, created on first use: it
+        starts from its own thread rebuilt from the store, else from
+        ``history`` (the conversation's earlier messages), after ``system``."""
+        key = f"{model_id}_{instance}"
+        if key not in self.model_conversations:
+            conversation = model.conversation()
+            thread = self._rebuilt[0].get((model_id, instance))
+            turns = _thread_messages(thread) if thread else history
+            if turns:
+                conversation.loaded_messages = [system, *turns]
+            self.model_conversations[key] = conversation
+        return self.model_conversations[key]
+
+    def arbiter_conversation_for(self, model: Any) -> Any:
+        """The arbiter's conversation, created (and rebuilt) on first use."""
+        if self.arbiter_conversation is None:
+            conversation = model.conversation()
+            thread = self._rebuilt[1]
+            if thread:
+                conversation.loaded_messages = _thread_messages(thread)
+            self.arbiter_conversation = conversation
+        return self.arbiter_conversation
 
     def orchestrate(
         self,
@@ -144,6 +237,7 @@ class ConsortiumOrchestrator:
         *,
         attachments: Sequence[Any] | None = None,
     ) -> dict[str, Any]:
+        self._conversation_history = conversation_history or ""
         run = self.run(
             prompt, history=conversation_history, run_id=consortium_id, attachments=attachments
         )
@@ -161,10 +255,13 @@ class ConsortiumOrchestrator:
         attachments: Sequence[Any] | None = None,
         stream_final: bool = False,
     ) -> Run:
+        turns = normalize_history(history)
+        if not self.manual_context:
+            self._rebuild_threads(turns)
         return Run(
             self,
             prompt,
-            history=normalize_history(history),
+            history=turns,
             run_id=run_id or str(uuid.uuid4()),
             attachments=list(attachments or []),
             stream_final=stream_final,
@@ -191,7 +288,8 @@ class Run:
         stream_final: bool,
     ) -> None:
         self.orchestrator = orchestrator
-        self.config = orchestrator.config
+        self.config = orchestrator.effective_config()
+        self.strategy = orchestrator.strategy
         self.store = orchestrator.store
         self.prompt = prompt
         self.history = history
@@ -243,11 +341,11 @@ class Run:
     # -- the loop -----------------------------------------------------------
     def _run(self) -> Iterator[Event]:
         config = self.config
-        strategy_class = get_strategy_class(config.strategy)
         members = members_from_models(config.models)
-        strategy = strategy_class(
-            config.strategy_params, StrategyContext(self.run_id, config, members)
-        )
+        strategy = self.strategy
+        self.orchestrator.consortium_id = self.run_id
+        self.orchestrator.iteration_history = []
+        strategy.initialize_state()
         arbiter_model = None
         if config.arbiter:
             try:
@@ -267,21 +365,19 @@ class Run:
         decision: Decision | None = None
         iterations: list[IterationContext] = []
         decisions: list[Decision] = []
-        # Each member instance's own (prompt, answer) turns in this run: its
-        # conversation under auto context.
-        own_turns: dict[str, list[Turn]] = {member.id: [] for member in members}
         streamed = False
         reached = 0  # the iterations begun, failed or not
         try:
             yield RunStarted(self.run_id, self.orchestrator.config_name, config.max_iterations, len(members))
             for iteration in range(1, config.max_iterations + 1):
                 reached = iteration
-                selected = strategy.select_members(members, iteration)
+                selected_models = self._select(strategy, iteration)
+                selected = [m for m in members if m.instance < selected_models.get(m.model, 0)]
                 if not selected:
                     raise RunFailed(f"Strategy '{config.strategy}' selected no members in iteration {iteration}")
                 yield IterationStarted(iteration, config.max_iterations, selected)
                 jobs = [
-                    self._member_job(member, iteration, models, missing, strategy, own_turns, decision)
+                    self._member_job(member, iteration, models, missing, strategy)
                     for member in selected
                 ]
                 results: list[MemberResult] = []
@@ -292,12 +388,9 @@ class Run:
                 succeeded = [result for result in results if result.ok]
                 if len(succeeded) < config.min_responses:
                     raise RunFailed(self._members_failed_message(iteration, results))
-                if not config.manual_context:
-                    for result in succeeded:
-                        own_turns[result.member.id] += [("user", result.prompt), ("assistant", result.text or "")]
-                outcome: StrategyOutcome | None = None
+                outcome: Processed | None = None
                 try:
-                    outcome = strategy.process_responses(succeeded, iteration)
+                    outcome = process_with(strategy, succeeded, iteration)
                 finally:
                     # Which answers reach the arbiter, and the strategy's notes.
                     self.store.record_judged(self.run_id, results, outcome.responses if outcome else ())
@@ -324,20 +417,19 @@ class Run:
                 # back: its iteration is the final one.
                 final = streamed or self._is_final(iteration, decision.confidence, decision.needs_iteration)
                 context = IterationContext(
-                    iteration=iteration,
-                    selected_models=[
-                        {"id": m.id, "model": m.model, "instance": m.instance} for m in selected
-                    ],
-                    model_responses=[],
                     synthesis=decision.to_dict(),
+                    model_responses=[result.to_dict() for result in results],
+                    iteration=iteration,
+                    selected_models=selected_models,
                     results=results,
                     decision=decision,
                     members=selected,
                     final=final,
                 )
                 strategy.update_state(context)
-                # After update_state, so eliminations are in the result as
-                # well as in the store.
+                # After update_state, so what the strategy noted (eliminations)
+                # is in the result as well as in the store.
+                keep_notes(results, context.model_responses)
                 context.model_responses = [result.to_dict() for result in results]
                 self.store.record_eliminated(self.run_id, results)
                 iterations.append(context)
@@ -406,6 +498,18 @@ class Run:
         return "\n".join(lines)
 
     # -- members ------------------------------------------------------------
+    def _select(self, strategy: Any, iteration: int) -> dict[str, int]:
+        """``{model: count}`` from the strategy, checked against the config."""
+        available = dict(self.config.models)
+        selected = strategy.select_models(dict(available), self.prompt, iteration)
+        unknown = [model for model in selected or {} if model not in available]
+        if unknown:
+            raise RunFailed(
+                f"Strategy '{self.config.strategy}' selected models that are not members: "
+                + ", ".join(unknown)
+            )
+        return {model: min(int(count), available[model]) for model, count in (selected or {}).items()}
+
     def _member_job(
         self,
         member: Member,
@@ -413,51 +517,55 @@ class Run:
         models: dict[str, Any],
         missing: dict[str, str],
         strategy: Any,
-        own_turns: dict[str, list[Turn]],
-        previous: Decision | None,
     ) -> tuple[Member, CallRequest | None, MemberResult]:
         system = "\n\n".join(
             part
             for part in (
-                strategy.member_system_prompt(member, self.config.system_prompt),
+                strategy.get_instance_system_prompt(member.model, member.instance, self.config.system_prompt),
                 load("member_instructions.txt"),
             )
             if part
         )
-        if iteration == 1 or previous is None:
-            text = self.prompt
-        else:
-            text = arbiter_text.build_refinement_prompt(self.prompt, iteration, previous)
+        text = strategy.prepare_iteration_prompt(member.model, member.instance, self.prompt, iteration)
         shell = MemberResult(
             member=member,
             iteration=iteration,
             response_id=f"{self.run_id}:{iteration}:{member.id}",
             prompt=text,
             system=system,
-            role=strategy.member_role(member),
+            role=strategy.instance_role(member.model, member.instance),
         )
         model = models.get(member.model)
         if model is None:
             shell.error = missing[member.model]
             return member, None, shell
-        turns = [
+        history = [
             llm.user(content) if role == "user" else llm.assistant(content)
-            for role, content in [*self.history, *own_turns[member.id]]
+            for role, content in self.history
         ]
-        if turns and not getattr(model, "supports_conversation", True):
-            transcript = arbiter_text.format_history(self.history)
-            text = f"Earlier conversation:\n{transcript}\n\n{text}"
-            turns = []
-        request = CallRequest(
-            model=model,
-            prompt=text,
-            system=system,
-            # Without earlier turns, llm builds the same [system, user]
-            # messages itself from system= and the prompt.
-            messages=[self._system_message(system), *turns] if turns else None,
-            attachments=self.attachments or None,
-            stream=False,
-        )
+        if history and not getattr(model, "supports_conversation", True):
+            text = f"Earlier conversation:\n{arbiter_text.format_history(self.history)}\n\n{text}"
+            history = []
+        if self.config.manual_context:
+            # The full prompt every time, the conversation so far as messages.
+            request = CallRequest(
+                model=model,
+                prompt=text,
+                system=system,
+                # Without earlier turns, llm builds the same [system, user]
+                # messages itself from system= and the prompt.
+                messages=[self._system_message(system), *history] if history else None,
+                attachments=self.attachments or None,
+            )
+        else:
+            # The member instance's own conversation: its earlier prompts and
+            # answers (this run's and earlier turns'), else the history once.
+            conversation = self.orchestrator.member_conversation(
+                model, member.model, member.instance, self._system_message(system), history
+            )
+            request = CallRequest(
+                model=conversation, prompt=text, system=system, attachments=self.attachments or None
+            )
         shell.prompt = text
         return member, request, shell
 
@@ -529,15 +637,23 @@ class Run:
         self,
         model: Any,
         iteration: int,
-        outcome: StrategyOutcome,
+        outcome: Processed,
         previous: list[Decision],
     ) -> Iterator[Event | tuple[Decision, bool]]:
         config = self.config
+        target = model
+        history = self.history
+        if not config.manual_context:
+            # The arbiter's own conversation: what it judged before is in it.
+            target = self.orchestrator.arbiter_conversation_for(model)
+            if has_history(target):
+                history = []
+                previous = []
         prompt = arbiter_text.build_arbiter_prompt(
             judging_method=config.judging_method,
             original_prompt=self.prompt,
             results=outcome.responses,
-            history=self.history,
+            history=history,
             previous=previous,
             user_instructions=config.system_prompt,
             iteration=iteration,
@@ -548,7 +664,7 @@ class Run:
             self.stream_final and config.judging_method != "rank" and bool(getattr(model, "can_stream", False))
         )
         calls = CallGroup(timeout=config.timeout, retries=config.retries, cancel=self.cancel)
-        calls.submit("arbiter", CallRequest(model=model, prompt=prompt, stream=streaming), stream_chunks=streaming)
+        calls.submit("arbiter", CallRequest(model=target, prompt=prompt, stream=streaming), stream_chunks=streaming)
         stream = arbiter_text.SynthesisStream(lambda c, n: self._is_final(iteration, c, n))
         attempt_seen = 1
         call: CallOutcome | None = None
@@ -590,13 +706,17 @@ class Run:
         decision: Decision | None,
         call: CallOutcome | None,
         prompt: str | None,
-        outcome: StrategyOutcome,
+        outcome: Processed,
     ) -> None:
-        telemetry = outcome.telemetry
-        if decision is not None:
-            decision.geometric_confidence = telemetry.get("geometric_confidence")
-            decision.centroid_vector = telemetry.get("centroid_vector")
-            decision.outliers = list(telemetry.get("outliers") or [])
+        geometry = outcome.geometry
+        if decision is not None and geometry is not None:
+            passed = [result.member.id for result in outcome.responses if result.member.id in outcome.embeddings]
+            decision.geometric_confidence = geometry.confidence
+            decision.centroid_vector = geometry.centroid
+            decision.outlier_indices = list(geometry.outliers)
+            decision.outliers = [passed[index] for index in geometry.outliers]
+        backend = getattr(self.orchestrator._embedding_service, "backend", None)
+        by_member = {result.member.id: result for result in outcome.considered}
         self.store.record_decision(
             self.run_id,
             iteration,
@@ -604,9 +724,17 @@ class Run:
             arbiter=self.config.arbiter,
             prompt=prompt,
             call=call,
-            notes={key: value for key, value in telemetry.items() if key not in STORED_TELEMETRY},
-            embeddings=telemetry.get("embeddings", ()),
-            clusters=telemetry.get("clusters", ()),
+            embeddings=[
+                ResponseEmbedding(
+                    by_member[member_id],
+                    vector,
+                    getattr(backend, "name", None) or self.config.embedding_backend or "",
+                    getattr(backend, "model", None) or self.config.embedding_model,
+                )
+                for member_id, vector in outcome.embeddings.items()
+                if member_id in by_member
+            ],
+            clusters=outcome.clusters,
         )
 
 

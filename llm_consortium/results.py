@@ -61,7 +61,7 @@ class MemberResult:
         data: dict[str, Any] = {
             "model": self.member.model,
             "instance": self.member.instance,
-            "id": self.member.id,
+            "id": int(self.member.id),
             "response_id": self.response_id,
         }
         if self.ok:
@@ -99,8 +99,12 @@ class Decision:
     geometric_confidence: float | None = None
     centroid_vector: list[float] | None = None
     outliers: list[str] = field(default_factory=list)
+    #: Indices (into the responses passed to the arbiter) of the outliers.
+    outlier_indices: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The original plugin's synthesis dict: ranking by (integer) response
+        id, ``outlier_indices`` into the responses the arbiter saw."""
         return {
             "synthesis": self.synthesis,
             "confidence": self.confidence,
@@ -108,12 +112,13 @@ class Decision:
             "dissent": self.dissent,
             "needs_iteration": self.needs_iteration,
             "refinement_areas": list(self.refinement_areas),
-            "ranking": list(self.ranking),
+            "ranking": [int(member_id) for member_id in self.ranking],
             "chosen_response_id": self.chosen_response_id,
             "chosen_member_id": self.chosen_member_id,
             "geometric_confidence": self.geometric_confidence,
             "centroid_vector": self.centroid_vector,
             "outliers": list(self.outliers),
+            "outlier_indices": list(self.outlier_indices),
             "raw_arbiter_response": self.raw_arbiter_response,
         }
 
@@ -122,14 +127,17 @@ class Decision:
 class IterationContext:
     """One finished iteration, as strategies see it in ``update_state``.
 
-    ``synthesis`` and ``model_responses`` keep the original plugin's dict
-    shapes; ``results`` and ``decision`` are the typed forms.
+    Constructed as the original's ``IterationContext(synthesis,
+    model_responses)``; ``synthesis`` and ``model_responses`` keep the
+    original's dict shapes. The orchestrator also fills in the iteration
+    number, the selected models (``{model: count}``), the typed results and
+    decision, and whether this iteration ends the run.
     """
 
-    iteration: int
-    selected_models: list[dict[str, Any]]
-    model_responses: list[dict[str, Any]]
     synthesis: dict[str, Any]
+    model_responses: list[dict[str, Any]]
+    iteration: int = 0
+    selected_models: dict[str, int] = field(default_factory=dict)
     results: list[MemberResult] = field(default_factory=list)
     decision: Decision | None = None
     members: list[Member] = field(default_factory=list)
@@ -139,7 +147,7 @@ class IterationContext:
     def to_dict(self) -> dict[str, Any]:
         return {
             "iteration": self.iteration,
-            "selected_models": self.selected_models,
+            "selected_models": dict(self.selected_models),
             "model_responses": self.model_responses,
             "synthesis": self.synthesis,
         }

@@ -34,7 +34,7 @@ def unit(degrees):
 # A chain: neighbours 20 degrees apart (d = 0.0302), two steps apart 40
 # degrees (d = 0.1170).  With eps = 0.05 only neighbours are within eps.
 CHAIN = [unit(0), unit(20), unit(40), unit(60)]
-CHAIN_EPS = 0.05
+CHAIN_EPS = 0.1  # on the 1 - cos scale: one 20-degree step is 0.060, two are 0.234
 
 
 def partition(labels):
@@ -101,7 +101,7 @@ def test_zero_vectors_are_always_noise(algorithm):
 
 @pytest.mark.parametrize("algorithm", ["dbscan", "tropical"])
 def test_cluster_statistics_hand_computed(algorithm):
-    # d([1,0],[0,1]) = 0.5 <= eps, so all three are one cluster.
+    # 1 - cos([1,0],[1,1]) = 0.29 <= eps (and for [0,1]): one cluster through [1,1].
     result = cluster([[1, 0], [0, 1], [1, 1]], algorithm, eps=0.5, min_samples=2)
     (only,) = result.clusters
     assert only.members == [0, 1, 2]
@@ -110,7 +110,7 @@ def test_cluster_statistics_hand_computed(algorithm):
     side = (1 - math.sqrt(0.5)) / 2
     assert only.radius == pytest.approx(side)
     assert only.mean_distance == pytest.approx(2 * side / 3)
-    assert only.density == pytest.approx(3 / (side + 1e-9))
+    assert only.density == pytest.approx(1 - 2 * side / 3)  # the original's: 1 - mean distance
     assert only.size == 3
     assert result.consensus == only
 
@@ -128,10 +128,10 @@ def test_hdbscan_statistics_use_the_same_scale():
     assert result.consensus.radius == pytest.approx(expected, rel=1e-6)
 
 
-def test_identical_vectors_have_zero_radius_and_huge_density():
+def test_identical_vectors_have_zero_radius_and_density_one():
     result = cluster([[1, 1]] * 3, "tropical", eps=0.1, min_samples=2)
     assert result.consensus.radius == pytest.approx(0.0, abs=1e-15)
-    assert result.consensus.density == pytest.approx(3 / 1e-9, rel=1e-3)
+    assert result.consensus.density == pytest.approx(1.0)
 
 
 def test_consensus_prefers_the_larger_cluster():
@@ -202,8 +202,8 @@ def test_tropical_chains_where_dbscan_needs_core_points():
     assert dbscan.labels == [-1, -1, -1, -1]
     assert tropical.labels == [0, 0, 0, 0]
     assert tropical.consensus.members == [0, 1, 2, 3]
-    # The ends are 0.25 apart, far beyond eps: the chain is what joins them.
-    assert tropical.consensus.radius > CHAIN_EPS
+    # The ends are 1 - cos 60 = 0.5 apart, far beyond eps: the chain is what joins them.
+    assert 2 * pairwise_distances(CHAIN)[0, 3] > CHAIN_EPS
 
 
 def test_tropical_and_dbscan_agree_on_the_chain_with_min_samples_three():
@@ -237,7 +237,7 @@ def test_unknown_algorithm_names_the_valid_ones():
     [
         (0, 2),
         (-0.1, 2),
-        (1.5, 2),
+        (2.5, 2),
         (float("nan"), 2),
         ("0.1", 2),
         (0.1, 0),
@@ -308,3 +308,17 @@ def test_clustering_without_numpy(monkeypatch, algorithm):
     with pytest.raises(MissingExtraError) as info:
         cluster(THREE_AND_ONE, algorithm, eps=0.1)
     assert EXTRA_INSTALL_HINT in str(info.value)
+
+
+@pytest.mark.parametrize("min_samples", [1, 2, 3])
+def test_cluster_eps_keeps_exactly_what_sklearn_cosine_dbscan_keeps(min_samples):
+    # --cluster-eps 0.35 means what it meant with the original, which ran
+    # sklearn's DBSCAN(metric="cosine") on the raw embeddings.
+    from sklearn.cluster import DBSCAN
+
+    rng = random.Random(35 + min_samples)
+    for _ in range(20):
+        vectors = [[rng.gauss(0, 1) for _ in range(4)] for _ in range(9)]
+        ours = cluster(vectors, "dbscan", eps=0.35, min_samples=min_samples)
+        theirs = DBSCAN(metric="cosine", eps=0.35, min_samples=min_samples).fit(vectors).labels_
+        assert partition(ours.labels) == partition(theirs.tolist())

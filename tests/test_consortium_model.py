@@ -122,7 +122,7 @@ def test_invalid_option_is_one_line(cli, fakes):
 
 
 @pytest.mark.parametrize("continue_args", [["-c"], ["--cid", None]])
-def test_continuing_a_conversation_shows_history_to_members_and_arbiter(cli, fakes, continue_args):
+def test_continuing_a_conversation_continues_each_members_own_thread(cli, fakes, user_dir, continue_args):
     with fakes(MEMBERS):
         save(cli, "--max-iterations", "1")
         cli("-m", "team", "Capital of France?")
@@ -131,14 +131,21 @@ def test_continuing_a_conversation_shows_history_to_members_and_arbiter(cli, fak
         result = cli("What about Italy?", *args)
         assert result.exit_code == 0, result.output
         member_messages = CALLS["alpha"][-1]["messages"]
-        arbiter_prompt = CALLS["judge"][-1]["prompt"]
+        [first_answer] = [row["response"] for row in rows(user_dir, "select response from consortium_members where model = 'alpha' order by rowid limit 1")]
+        arbiter = CALLS["judge"][-1]
         logged = json.loads(cli("logs", "--json", "-n", "1").stdout)[0]
+    # Each member continues its own thread, rebuilt from the store: its own
+    # first prompt and its own whole answer, once, then the new prompt.
     assert [(m["role"], m["text"]) for m in member_messages[1:]] == [
         ("user", "Capital of France?"),
-        ("assistant", "Paris"),
+        ("assistant", first_answer),
         ("user", "What about Italy?"),
     ]
-    assert "User: Capital of France?\n\nAssistant: Paris" in arbiter_prompt
+    # The arbiter continues its own: its earlier prompt and answer are in its
+    # messages, so the new prompt does not repeat the conversation.
+    assert [m["role"] for m in arbiter["messages"]] == ["user", "assistant", "user"]
+    assert "Capital of France?" in arbiter["messages"][0]["text"]
+    assert "Capital of France?" not in arbiter["prompt"]
     assert logged["conversation_id"] == conversation_id
     assert logged["model"] == "team"
 
@@ -226,12 +233,15 @@ def test_second_iteration_prompts_carry_the_previous_synthesis(cli, fakes):
         save(cli, "--max-iterations", "2")
         cli("-m", "team", "Capital of France?")
         second = CALLS["beta"][-1]
-        arbiter_second = CALLS["judge"][-1]["prompt"]
+        arbiter_second = CALLS["judge"][-1]
     assert "Capital of France?" in second["prompt"]
     assert "Draft 1" in second["prompt"] and "Cite a source" in second["prompt"]
     # auto context: the member also sees its own first turn
     assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
-    assert "Iteration 1 (confidence 0.1):\nSynthesis:\nDraft 1" in arbiter_second
+    # auto context: the arbiter continues its own conversation, which holds
+    # its first judgement (with the synthesis) once
+    assert [m["role"] for m in arbiter_second["messages"]] == ["user", "assistant", "user"]
+    assert "<synthesis>Draft 1</synthesis>" in arbiter_second["messages"][1]["text"]
 
 
 def test_manual_context_sends_one_fresh_prompt_per_iteration(cli, fakes):

@@ -13,15 +13,15 @@ from llm.plugins import pm
 
 from llm_consortium import embeddings
 from llm_consortium.embeddings import (
-    DEFAULT_CHUTES_URL,
     EXTRA_INSTALL_HINT,
-    EmbeddingBackend,
+    BaseEmbeddingBackend,
     EmbeddingError,
+    EmbeddingService,
     MissingExtraError,
-    clear_cache,
     get_backend,
     known_backends,
 )
+from llm_consortium.embeddings.backends import DEFAULT_CHUTES_URL
 from llm_consortium.errors import ConsortiumError
 
 DIMS = 16
@@ -75,9 +75,7 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     for name in ("OPENAI_BASE_URL", "CHUTES_EMBEDDING_URL", "CHUTES_API_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    clear_cache()
     yield
-    clear_cache()
 
 
 @pytest.fixture
@@ -165,6 +163,17 @@ def server():
         thread.join(5)
 
 
+def service(name: str, model: str | None = None) -> EmbeddingService:
+    """The service a consortium would use, checked as a run checks it."""
+    made = EmbeddingService(get_backend(name, model))
+    made.check()
+    return made
+
+
+def embed(target: EmbeddingService, texts) -> list[list[float]]:
+    return [vector.tolist() for vector in target.embed_batch(texts)]
+
+
 # -- registry ----------------------------------------------------------------
 
 
@@ -193,9 +202,9 @@ def test_error_hierarchy():
 
 def test_llm_backend_batches_in_one_call(hash_model):
     model, _ = hash_model
-    backend = get_backend("llm", "hash-embed")
-    assert isinstance(backend, EmbeddingBackend)
-    vectors = backend.embed(["red apple", "green pear", "red apple"])
+    target = service("llm", "hash-embed")
+    assert isinstance(target.backend, BaseEmbeddingBackend)
+    vectors = embed(target, ["red apple", "green pear", "red apple"])
     assert model.calls == [["red apple", "green pear"]]
     assert vectors == [
         bag_of_words("red apple"),
@@ -204,93 +213,72 @@ def test_llm_backend_batches_in_one_call(hash_model):
     ]
 
 
-def test_llm_backend_caches_per_process(hash_model):
+def test_the_service_caches_by_text(hash_model):
     model, _ = hash_model
-    get_backend("llm", "hash-embed").embed(["a b", "c"])
-    again = get_backend("llm", "hashy")  # alias: same model, same cache
-    assert again.model == "hash-embed"
-    assert again.embed(["c", "a b", "d"]) == [
+    target = service("llm", "hashy")  # an alias of hash-embed
+    assert target.backend.model == "hash-embed"
+    embed(target, ["a b", "c"])
+    assert embed(target, ["c", "a b", "d"]) == [
         bag_of_words("c"),
         bag_of_words("a b"),
         bag_of_words("d"),
     ]
     assert model.calls == [["a b", "c"], ["d"]]
-    clear_cache()
-    again.embed(["c"])
+    embed(service("llm", "hash-embed"), ["c"])  # another service, its own cache
     assert model.calls[-1] == ["c"]
 
 
 def test_cached_vectors_cannot_be_mutated_by_callers(hash_model):
-    backend = get_backend("llm", "hash-embed")
-    first = backend.embed(["x"])
+    target = service("llm", "hash-embed")
+    first = target.embed_batch(["x"])
     first[0][0] = 99.0
-    assert backend.embed(["x"]) == [bag_of_words("x")]
-
-
-def test_concurrent_callers_embed_each_text_once(hash_model):
-    _, slow = hash_model
-    backend = get_backend("llm", "slow-hash-embed")
-    barrier = threading.Barrier(6)
-    results = []
-
-    def work():
-        barrier.wait()
-        results.append(backend.embed(["one", "two"]))
-
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert len(results) == 6
-    assert all(r == [bag_of_words("one"), bag_of_words("two")] for r in results)
-    assert sorted(text for call in slow.calls for text in call) == ["one", "two"]
+    assert embed(target, ["x"]) == [bag_of_words("x")]
 
 
 def test_empty_input_makes_no_call(hash_model):
     model, _ = hash_model
-    assert get_backend("llm", "hash-embed").embed([]) == []
+    assert service("llm", "hash-embed").embed_batch([]) == []
     assert model.calls == []
 
 
 def test_a_single_string_is_rejected(hash_model):
     with pytest.raises(TypeError):
-        get_backend("llm", "hash-embed").embed("not a list")
+        service("llm", "hash-embed").embed_batch("not a list")
 
 
 def test_llm_backend_unknown_model(hash_model):
     with pytest.raises(EmbeddingError) as info:
-        get_backend("llm", "no-such-embedder")
+        service("llm", "no-such-embedder")
     assert "no-such-embedder" in str(info.value)
     assert "llm embed-models" in str(info.value)
 
 
 def test_llm_backend_without_a_model_or_default(hash_model):
     with pytest.raises(EmbeddingError, match="llm embed-models"):
-        get_backend("llm", None)
+        service("llm", None)
 
 
 def test_llm_backend_uses_the_default_embedding_model(hash_model):
     llm.set_default_embedding_model("hashy")
-    assert get_backend("llm", None).model == "hash-embed"
+    assert service("llm", None).backend.model == "hash-embed"
 
 
 def test_llm_backend_failure_is_one_line_and_not_cached(hash_model):
-    backend = get_backend("llm", "broken-embed")
+    target = service("llm", "broken-embed")
     with pytest.raises(EmbeddingError) as info:
-        backend.embed(["x"])
+        target.embed_batch(["x"])
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("llm embedding (broken-embed) failed")
     assert "RuntimeError: boom second line" in message
     assert isinstance(info.value.__cause__, RuntimeError)
     with pytest.raises(EmbeddingError):
-        backend.embed(["x"])  # tried again: failures are not cached
+        target.embed_batch(["x"])  # tried again: failures are not cached
 
 
 def test_wrong_number_of_vectors_is_an_error(hash_model):
     with pytest.raises(EmbeddingError, match="expected 2 vectors, got 0"):
-        get_backend("llm", "short-embed").embed(["a", "b"])
+        service("llm", "short-embed").embed_batch(["a", "b"])
 
 
 # -- openai backend ------------------------------------------------------------
@@ -304,22 +292,21 @@ def openai_env(monkeypatch, server):
 
 
 def test_openai_backend_against_loopback(openai_env):
-    backend = get_backend("openai", None)
-    assert backend.model == "text-embedding-3-small"
-    vectors = backend.embed(["first text", "second text"])
+    target = service("openai")
+    assert target.backend.model == "text-embedding-3-small"
+    vectors = embed(target, ["first text", "second text"])
     assert vectors == [bag_of_words("first text"), bag_of_words("second text")]
     (request,) = openai_env.seen
     assert request["path"] == "/v1/embeddings"
     assert request["authorization"] == "Bearer dummy"
     assert request["body"]["model"] == "text-embedding-3-small"
     assert request["body"]["input"] == ["first text", "second text"]
-    assert request["body"]["encoding_format"] == "float"
-    assert backend.embed(["second text"]) == [bag_of_words("second text")]
+    assert embed(target, ["second text"]) == [bag_of_words("second text")]
     assert len(openai_env.seen) == 1  # cached
 
 
 def test_openai_backend_custom_model(openai_env):
-    get_backend("openai", "text-embedding-3-large").embed(["x"])
+    embed(service("openai", "text-embedding-3-large"), ["x"])
     assert openai_env.seen[0]["body"]["model"] == "text-embedding-3-large"
 
 
@@ -327,7 +314,7 @@ def test_openai_backend_http_error(openai_env):
     error = {"error": {"message": "bad\ninput", "type": "invalid_request_error"}}
     openai_env.reply = lambda path, body: (400, error)
     with pytest.raises(EmbeddingError) as info:
-        get_backend("openai", None).embed(["x"])
+        embed(service("openai"), ["x"])
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("openai embedding (text-embedding-3-small) failed")
@@ -338,14 +325,14 @@ def test_openai_backend_http_error(openai_env):
 def test_openai_backend_needs_a_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(EmbeddingError, match="OPENAI_API_KEY"):
-        get_backend("openai", None)
+        service("openai")
 
 
 def test_openai_backend_missing_package(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "dummy")
     monkeypatch.setitem(sys.modules, "openai", None)
     with pytest.raises(MissingExtraError, match="openai"):
-        get_backend("openai", None)
+        service("openai")
 
 
 # -- chutes backend ------------------------------------------------------------
@@ -354,8 +341,8 @@ def test_openai_backend_missing_package(monkeypatch):
 def test_chutes_tei_style_endpoint(monkeypatch, server):
     monkeypatch.setenv("CHUTES_EMBEDDING_URL", server.url + "/embed")
     monkeypatch.setenv("CHUTES_API_TOKEN", "secret-token")
-    backend = get_backend("chutes", None)
-    assert backend.embed(["alpha beta", "gamma"]) == [
+    target = service("chutes")
+    assert embed(target, ["alpha beta", "gamma"]) == [
         bag_of_words("alpha beta"),
         bag_of_words("gamma"),
     ]
@@ -368,23 +355,21 @@ def test_chutes_tei_style_endpoint(monkeypatch, server):
 def test_chutes_openai_style_endpoint(monkeypatch, server):
     monkeypatch.setenv("CHUTES_EMBEDDING_URL", server.url + "/v1/embeddings")
     monkeypatch.setenv("CHUTES_API_TOKEN", "tok")
-    backend = get_backend("chutes", None)
-    assert backend.embed(["one", "two two"]) == [
+    target = service("chutes")
+    assert embed(target, ["one", "two two"]) == [
         bag_of_words("one"),
         bag_of_words("two two"),
     ]
-    assert server.seen[0]["body"] == {
-        "model": "Qwen/Qwen3-Embedding-8B",
-        "input": ["one", "two two"],
-    }
+    # As the original: no model unless one is given (the endpoint serves one).
+    assert server.seen[0]["body"] == {"input": ["one", "two two"], "model": None}
 
 
 def test_chutes_model_may_be_the_endpoint_url(monkeypatch, server):
     monkeypatch.setenv("CHUTES_EMBEDDING_URL", "http://127.0.0.1:9/unused")
     monkeypatch.setenv("CHUTES_API_TOKEN", "tok")
-    backend = get_backend("chutes", server.url + "/embed")
-    assert backend.url == server.url + "/embed"
-    backend.embed(["x"])
+    target = service("chutes", server.url + "/embed")
+    assert target.backend.url == server.url + "/embed"
+    embed(target, ["x"])
     assert server.seen[0]["path"] == "/embed"
 
 
@@ -392,19 +377,19 @@ def test_chutes_batches_of_32(monkeypatch, server):
     monkeypatch.setenv("CHUTES_EMBEDDING_URL", server.url + "/embed")
     monkeypatch.setenv("CHUTES_API_TOKEN", "tok")
     texts = [f"text number {i}" for i in range(40)]
-    assert get_backend("chutes", None).embed(texts) == [bag_of_words(t) for t in texts]
+    assert embed(service("chutes"), texts) == [bag_of_words(t) for t in texts]
     assert [len(r["body"]["inputs"]) for r in server.seen] == [32, 8]
 
 
 def test_chutes_default_url(monkeypatch):
     monkeypatch.setenv("CHUTES_API_TOKEN", "tok")
-    assert get_backend("chutes", None).url == DEFAULT_CHUTES_URL
+    assert service("chutes").backend.url == DEFAULT_CHUTES_URL
 
 
 def test_chutes_without_token(monkeypatch, server):
     monkeypatch.setenv("CHUTES_EMBEDDING_URL", server.url + "/embed")
     with pytest.raises(EmbeddingError, match="CHUTES_API_TOKEN"):
-        get_backend("chutes", None)
+        service("chutes")
     assert server.seen == []
 
 
@@ -413,7 +398,7 @@ def test_chutes_http_error(monkeypatch, server):
     monkeypatch.setenv("CHUTES_API_TOKEN", "tok")
     server.reply = lambda path, body: (503, {"error": "model\nis cold"})
     with pytest.raises(EmbeddingError) as info:
-        get_backend("chutes", None).embed(["x"])
+        embed(service("chutes"), ["x"])
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("chutes embedding")
@@ -429,7 +414,7 @@ def test_chutes_bad_responses(monkeypatch, server, payload):
     monkeypatch.setenv("CHUTES_API_TOKEN", "tok")
     server.reply = lambda path, body: (200, payload)
     with pytest.raises(EmbeddingError, match="^chutes embedding"):
-        get_backend("chutes", None).embed(["only one"])
+        embed(service("chutes"), ["only one"])
 
 
 def test_chutes_connection_refused(monkeypatch, server):
@@ -439,7 +424,7 @@ def test_chutes_connection_refused(monkeypatch, server):
     monkeypatch.setenv("CHUTES_EMBEDDING_URL", url)
     monkeypatch.setenv("CHUTES_API_TOKEN", "tok")
     with pytest.raises(EmbeddingError, match="URLError"):
-        get_backend("chutes", None).embed(["x"])
+        embed(service("chutes"), ["x"])
 
 
 # -- sentence-transformers backend -----------------------------------------------
@@ -448,7 +433,7 @@ def test_chutes_connection_refused(monkeypatch, server):
 def test_sentence_transformers_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     with pytest.raises(MissingExtraError) as info:
-        get_backend("sentence-transformers", None)
+        service("sentence-transformers")
     assert isinstance(info.value, ImportError)
     assert EXTRA_INSTALL_HINT in str(info.value)
     assert "sentence-transformers" in str(info.value)
@@ -472,9 +457,9 @@ def test_sentence_transformers_with_a_stand_in_module(monkeypatch):
     module.__spec__ = importlib.machinery.ModuleSpec("sentence_transformers", None)
     module.SentenceTransformer = SentenceTransformer
     monkeypatch.setitem(sys.modules, "sentence_transformers", module)
-    monkeypatch.setattr(embeddings.SentenceTransformersBackend, "_loaded", {})
-    backend = get_backend("sentence-transformers", None)
-    assert backend.model == "all-MiniLM-L6-v2"
-    assert backend.embed(["a", "b"]) == [bag_of_words("a"), bag_of_words("b")]
-    assert backend.embed(["c"]) == [bag_of_words("c")]
+    monkeypatch.setattr(embeddings.SentenceTransformerBackend, "_loaded", {})
+    target = service("sentence-transformers")
+    assert target.backend.model == "all-MiniLM-L6-v2"
+    assert embed(target, ["a", "b"]) == [bag_of_words("a"), bag_of_words("b")]
+    assert embed(target, ["c"]) == [bag_of_words("c")]
     assert loaded == ["all-MiniLM-L6-v2"]  # the model is loaded once

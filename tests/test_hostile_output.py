@@ -125,7 +125,7 @@ def test_hostile_member_text_cannot_change_the_parsed_decision(fakes, tmp_path, 
     assert_untouched(attacked)
     if arbiter_spec.get("arbiter"):
         assert attacked["synthesis"] == "42"
-        assert attacked["ranking"] == ["1", "2", "3"]
+        assert attacked["ranking"] == [1, 2, 3]
         assert attacked["confidence"] == 0.6
         assert attacked["chosen_member_id"] == "1"
 
@@ -145,7 +145,7 @@ def test_an_arbiter_quoting_members_before_and_after_its_answer(fakes, tmp_path,
 
     assert attacked["synthesis"] == "honest answer"
     assert attacked["confidence"] == 0.55
-    assert attacked["ranking"] == ["2", "1", "3"]
+    assert attacked["ranking"] == [2, 1, 3]
     assert attacked["chosen_member_id"] == "2"
     assert attacked["analysis"] == "honest analysis"
     assert attacked["refinement_areas"] == ["honest area"]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = re.compile(
-    r"consortium_runs|consortium_members|arbiter_decisions|response_embeddings|consensus_clusters"
-    r"|consortium_configs|consortium_evals|consortium_eval_results"
+    # whole words: the original's helper ``_get_consortium_configs`` is not a table name
+    r"\b(consortium_runs|consortium_members|arbiter_decisions|response_embeddings|consensus_clusters"
+    r"|consortium_configs|consortium_evals|consortium_eval_results)\b"
 )
 
 

@@ -41,7 +41,7 @@ def test_create_consortium_result_has_the_originals_shape(fakes):
     [iteration] = result["iterations"]
     assert set(iteration) == {"iteration", "selected_models", "model_responses", "synthesis"}
     first = iteration["model_responses"][0]
-    assert {key: first[key] for key in ("model", "instance", "id")} == {"model": "alpha", "instance": 0, "id": "1"}
+    assert {key: first[key] for key in ("model", "instance", "id")} == {"model": "alpha", "instance": 0, "id": 1}
     assert first["response"].startswith("<thinking>") and first["confidence"] == 0.8
     assert first["response_id"]
 
@@ -51,7 +51,7 @@ def test_create_consortium_accepts_a_dict_of_counts(fakes):
 
     with fakes({"alpha": {"answer": "4"}, "judge": {"arbiter": True}}):
         result = create_consortium({"alpha": 3}, arbiter="judge").orchestrate("2 + 2?")
-    assert [r["id"] for r in result["iterations"][0]["model_responses"]] == ["1", "2", "3"]
+    assert [r["id"] for r in result["iterations"][0]["model_responses"]] == [1, 2, 3]
 
 
 def test_a_failed_member_has_the_error_shape(fakes):
@@ -61,7 +61,7 @@ def test_a_failed_member_has_the_error_shape(fakes):
         result = create_consortium(["alpha", "broken"], arbiter="judge", retries=0).orchestrate("q")
     failed = result["iterations"][0]["model_responses"][1]
     assert {key: failed[key] for key in ("model", "instance", "id", "error")} == {
-        "model": "broken", "instance": 0, "id": "2", "error": "nope",
+        "model": "broken", "instance": 0, "id": 2, "error": "nope",
     }
     assert "response" not in failed
 
@@ -86,7 +86,7 @@ def test_without_an_arbiter_the_first_successful_response_wins(fakes):
         ({"models": ["a"], "max_iterations": 0}, "max_iterations must be at least 1"),
         ({"models": ["a"], "minimum_iterations": 5}, "cannot exceed max_iterations"),
         ({"models": ["a"], "judging_method": "vote"}, "Unknown judging method 'vote'"),
-        ({"models": ["a"], "strategy": "nope"}, "Unknown strategy 'nope'"),
+        ({"models": ["a"], "strategy": "nope"}, "Unknown strategy: 'nope'"),
         ({"models": ["a"], "embedding_backend": "magic"}, "Unknown embedding backend 'magic'"),
     ],
 )
@@ -139,7 +139,7 @@ def test_all_members_are_called_at_once_with_no_cap(members):
         pm.unregister(name="undo-barrier")
     responses = result["iterations"][0]["model_responses"]
     assert all("error" not in r for r in responses), responses[0]
-    assert [r["id"] for r in responses] == [str(i) for i in range(1, members + 1)]
+    assert [r["id"] for r in responses] == list(range(1, members + 1))
 
 
 def test_threads_sharing_one_store_lose_nothing(fakes, tmp_path):

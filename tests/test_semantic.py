@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import llm
 import numpy as np
@@ -15,9 +16,8 @@ import pytest
 
 from llm_consortium import create_consortium
 from llm_consortium.config import ConsortiumConfig
-from llm_consortium.embeddings import clear_cache
-from llm_consortium.results import MemberResult, members_from_models
-from llm_consortium.strategies import StrategyContext, get_strategy_class
+from llm_consortium.embeddings import EmbeddingService, get_backend
+from llm_consortium.strategies import get_strategy_class
 
 from conftest import fake_models, db_rows as rows
 
@@ -25,8 +25,8 @@ PARIS_1 = "The capital of France is Paris."
 PARIS_2 = "Paris is the capital of France."
 PARIS_3 = "The capital city of France is Paris."
 BANANAS = "Bananas are a good source of potassium and dietary fibre."
-# Pairwise (1 - cos)/2 distances with the 64-bucket hashing embedder:
-# PARIS_* within 0.02 of each other, BANANAS 0.28-0.31 from them.
+# Pairwise 1 - cos distances (the eps scale) with the 64-bucket hashing
+# embedder: PARIS_* within 0.04 of each other, BANANAS 0.56-0.62 from them.
 
 SPECS = {
     "models": {
@@ -48,12 +48,6 @@ SEMANTIC = [
     "--embedding-backend", "llm", "--embedding-model", "bow", "--max-iterations", "1",
 ]
 
-
-@pytest.fixture(autouse=True)
-def fresh_embedding_cache():
-    clear_cache()
-    yield
-    clear_cache()
 
 
 
@@ -105,13 +99,13 @@ def test_strategies_command_documents_the_semantic_parameters(cli):
     assert "Name: semantic\n" in out
     assert "clustering_algorithm (str, default dbscan)" in out
     assert "eps (float, default 0.5)" in out
-    assert "(1 - cos)/2" in out
+    assert "1 - cos" in out
     assert "min_samples (int, default 2)" in out
     assert "use_centroid_synthesis (bool, default false)" in out
     described = {item["name"]: item for item in json.loads(cli("consortium", "strategies", "--json").stdout)}
     params = {param["name"]: param for param in described["semantic"]["params"]}
     assert params["clustering_algorithm"]["choices"] == ["dbscan", "hdbscan", "tropical"]
-    assert params["eps"]["max"] == 1.0
+    assert params["eps"]["max"] == 2.0
 
 
 def test_semantic_without_an_embedding_backend_is_refused_at_save(cli):
@@ -131,13 +125,12 @@ def test_create_consortium_refuses_semantic_without_an_embedding_backend():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--cluster-eps", "0"], "'eps': 0.0 is not in (0, 1]"),
-        (["--cluster-eps", "1.5"], "'eps': 1.5 is above the maximum 1"),
-        (["--cluster-eps", "nan"], "'eps': nan is not in (0, 1]"),
-        (["--cluster-min-samples", "0"], "'min_samples': 0 is below the minimum 1"),
+        (["--cluster-eps", "0"], "eps must be in (0, 2] on the 1 - cos scale, got 0.0"),
+        (["--cluster-eps", "2.5"], "eps must be between 0 and 2, got 2.5"),
+        (["--cluster-eps", "nan"], "'eps': expected a number, got 'nan'"),
+        (["--cluster-min-samples", "0"], "min_samples must be at least 1, got 0"),
         (["--strategy-param", "clustering_algorithm=kmeans"], "'clustering_algorithm': 'kmeans'; choose one of dbscan, hdbscan, tropical"),
         (["--strategy-param", "use_centroid_synthesis=maybe"], "'use_centroid_synthesis'"),
-        (["--strategy-param", "colour=red"], "Unknown parameter 'colour' for strategy 'semantic'"),
     ],
 )
 def test_bad_semantic_parameters_are_refused_at_save(cli, options, message):
@@ -174,7 +167,7 @@ def test_near_duplicates_form_the_consensus_and_the_off_topic_answer_is_dropped(
 ):
     with fakes(SPECS):
         result = save_and_ask(
-            cli, "sem", *FOUR, *SEMANTIC, "--clustering-algorithm", algorithm, "--cluster-eps", "0.2"
+            cli, "sem", *FOUR, *SEMANTIC, "--clustering-algorithm", algorithm, "--cluster-eps", "0.4"
         )
         prompts = arbiter_prompts()
         batches = list(fake_models.HashEmbedding.batches_by_model.get("bow", []))
@@ -187,8 +180,9 @@ def test_near_duplicates_form_the_consensus_and_the_off_topic_answer_is_dropped(
 
     found = members(user_dir)
     assert [row["selected"] for row in found] == [1, 1, 1, 0]
-    assert [row["extra"]["semantic_cluster"] for row in found] == [0, 0, 0, -1]
-    assert [row["extra"]["in_consensus"] for row in found] == [True, True, True, False]
+    assert [row["extra"]["cluster_id"] for row in found] == [0, 0, 0, -1]
+    assert [row["extra"]["distance_to_centroid"] < 0.05 for row in found] == [True, True, True, False]
+    assert found[3]["extra"]["distance_to_centroid"] == 1.0  # outside the consensus, as the original
 
     embeddings = rows(user_dir, "SELECT * FROM response_embeddings ORDER BY member_id")
     run_id = the_run(user_dir)["id"]
@@ -211,20 +205,17 @@ def test_near_duplicates_form_the_consensus_and_the_off_topic_answer_is_dropped(
     assert cluster["radius"] == pytest.approx(max(paris_distances))
     assert cluster["density"] == pytest.approx(1 - sum(paris_distances) / 3)  # the original's meaning
 
+    # Geometric confidence covers the answers passed to the arbiter, as the original.
     [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")
-    confidence, centroid, _ = hand_geometry([PARIS_1, PARIS_2, PARIS_3, BANANAS])
+    confidence, centroid, _ = hand_geometry([PARIS_1, PARIS_2, PARIS_3])
     assert decision["geometric_confidence"] == pytest.approx(confidence)
     assert json.loads(decision["centroid_vector"]) == pytest.approx(centroid)
-    assert json.loads(decision["outliers_json"]) == []  # four points: no outlier possible
-    notes = json.loads(decision["decision_json"])["strategy_notes"]["semantic"]
-    assert notes["labels"] == {"1": 0, "2": 0, "3": 0, "4": -1}
-    assert (notes["consensus"], notes["noise"], notes["all_noise"]) == (["1", "2", "3"], ["4"], False)
-    assert (notes["algorithm"], notes["eps"], notes["min_samples"]) == (algorithm, 0.2, 2)
+    assert json.loads(decision["outliers_json"]) == []  # three points: no outlier possible
 
 
 def test_tropical_keeps_a_chain_of_close_answers_that_dbscan_calls_noise(cli, fakes, user_dir):
-    # Each answer shifts one word: neighbours are 0.083 apart, the ends 0.25.
-    # With eps 0.1 and min_samples 4 no answer has four neighbours (no DBSCAN
+    # Each answer shifts one word: neighbours are 0.167 apart (1 - cos), the ends 0.5.
+    # With eps 0.2 and min_samples 4 no answer has four neighbours (no DBSCAN
     # core point), but the chain is one single-linkage component of four.
     chain = [
         "alpha beta gamma delta epsilon zeta",
@@ -238,7 +229,7 @@ def test_tropical_keeps_a_chain_of_close_answers_that_dbscan_calls_noise(cli, fa
         "embedding_models": {"bow": {"dims": 64}},
     }
     options = [opt for i in range(5) for opt in ("-m", f"link-{i}")]
-    tuning = ["--cluster-eps", "0.1", "--cluster-min-samples", "4"]
+    tuning = ["--cluster-eps", "0.2", "--cluster-min-samples", "4"]
     with fakes(specs):
         tropical = save_and_ask(cli, "trop", *options, *SEMANTIC, "--clustering-algorithm", "tropical", *tuning)
         dbscan = save_and_ask(cli, "dbs", *options, *SEMANTIC, "--clustering-algorithm", "dbscan", *tuning)
@@ -252,56 +243,48 @@ def test_tropical_keeps_a_chain_of_close_answers_that_dbscan_calls_noise(cli, fa
     assert trop_cluster["algorithm"] == "tropical"
     assert json.loads(trop_cluster["member_ids_json"]) == ["1", "2", "3", "4"]
     assert (trop_cluster["is_consensus"], trop_cluster["all_noise"]) == (1, 0)
-    [noise_row] = rows(user_dir, "SELECT * FROM consensus_clusters WHERE run_id = ?", runs["dbs"])
-    assert (noise_row["cluster_id"], noise_row["all_noise"], noise_row["algorithm"]) == (-1, 1, "dbscan")
+    # DBSCAN found no cluster: none is stored (as the original), every answer is noise
+    assert rows(user_dir, "SELECT * FROM consensus_clusters WHERE run_id = ?", runs["dbs"]) == []
 
 
 def test_when_every_answer_is_noise_all_go_to_the_arbiter_and_the_run_records_it(cli, fakes, user_dir):
     orthogonal = ["-m", "orth-a", "-m", "orth-b", "-m", "orth-c", "-m", "orth-d"]
     with fakes(SPECS):
-        result = save_and_ask(cli, "noise", *orthogonal, *SEMANTIC, "--cluster-eps", "0.2")
+        result = save_and_ask(cli, "noise", *orthogonal, *SEMANTIC, "--cluster-eps", "0.4")
         prompts = arbiter_prompts()
     assert result.exit_code == 0, result.output
     [prompt] = prompts
     assert ids_in(prompt) == ["1", "2", "3", "4"]
     found = members(user_dir)
     assert [row["selected"] for row in found] == [1, 1, 1, 1]
-    assert [row["extra"]["semantic_cluster"] for row in found] == [-1] * 4
-    assert [row["extra"]["in_consensus"] for row in found] == [False] * 4
-
-    [noise] = rows(user_dir, "SELECT * FROM consensus_clusters")
-    assert (noise["cluster_id"], noise["all_noise"], noise["is_consensus"], noise["size"]) == (-1, 1, 0, 4)
-    assert json.loads(noise["member_ids_json"]) == ["1", "2", "3", "4"]
+    assert [row["extra"]["cluster_id"] for row in found] == [-1] * 4
+    assert [row["extra"]["distance_to_centroid"] for row in found] == [1.0] * 4
+    assert rows(user_dir, "SELECT * FROM consensus_clusters") == []
     # Four orthogonal unit vectors: each has cos 1/2 with their mean, so d = 1/4.
-    assert noise["radius"] == pytest.approx(0.25)
     [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")
     assert decision["geometric_confidence"] == pytest.approx(0.75)
-    notes = json.loads(decision["decision_json"])["strategy_notes"]["semantic"]
-    assert notes["all_noise"] is True
-    assert notes["consensus"] == []
-    assert notes["selected"] == ["1", "2", "3", "4"]
 
 
-def test_outliers_are_stored_as_member_ids(cli, fakes, user_dir):
-    # Five identical answers and one different: with six points the different
-    # one is more than two standard deviations from the mean distance.
+def test_outliers_among_the_answers_passed_on_are_stored_as_member_ids(cli, fakes, user_dir):
+    # Five identical answers and one different, all in one cluster (eps 2 is
+    # the whole 1 - cos scale): with six points the different one is more
+    # than two standard deviations from the mean distance.
     with fakes(SPECS):
-        result = save_and_ask(cli, "outl", "-m", "para-a:5", "-m", "off", *SEMANTIC, "--cluster-eps", "0.2")
+        result = save_and_ask(cli, "outl", "-m", "para-a:5", "-m", "off", *SEMANTIC, "--cluster-eps", "2")
     assert result.exit_code == 0, result.output
     [decision] = rows(user_dir, "SELECT * FROM arbiter_decisions")
     assert json.loads(decision["outliers_json"]) == ["6"]
-    assert json.loads(decision["decision_json"])["outliers"] == ["6"]
+    stored = json.loads(decision["decision_json"])
+    assert (stored["outliers"], stored["outlier_indices"]) == (["6"], [5])
     confidence, _, _ = hand_geometry([PARIS_1] * 5 + [BANANAS])
     assert decision["geometric_confidence"] == pytest.approx(confidence)
-    found = members(user_dir)
-    assert [row["extra"]["semantic_outlier"] for row in found] == [False] * 5 + [True]
-    assert [row["selected"] for row in found] == [1] * 5 + [0]
+    assert [row["selected"] for row in members(user_dir)] == [1] * 6
 
 
 def test_every_iteration_stores_its_embeddings_and_repeated_answers_are_embedded_once(cli, fakes, user_dir):
     with fakes(SPECS):
         result = save_and_ask(
-            cli, "twice", *FOUR, *SEMANTIC, "--cluster-eps", "0.2",
+            cli, "twice", *FOUR, *SEMANTIC, "--cluster-eps", "0.4",
             "--min-iterations", "2", "--max-iterations", "2",
         )
         batches = list(fake_models.HashEmbedding.batches_by_model.get("bow", []))
@@ -317,7 +300,7 @@ def test_every_iteration_stores_its_embeddings_and_repeated_answers_are_embedded
     ]
     decisions = rows(user_dir, "SELECT geometric_confidence FROM arbiter_decisions ORDER BY iteration")
     assert len(decisions) == 2 and all(row["geometric_confidence"] for row in decisions)
-    assert batches == [4]  # the same answers in iteration 2 come from the per-process cache
+    assert batches == [4]  # the same answers in iteration 2 come from the service's cache
 
 
 # -- the Python API ------------------------------------------------------------------
@@ -327,20 +310,19 @@ def test_create_consortium_runs_the_semantic_strategy_and_returns_its_telemetry(
     with fakes(SPECS):
         orchestrator = create_consortium(
             ["para-a", "para-b", "para-c", "off"], arbiter="judge", max_iterations=1,
-            strategy="semantic", strategy_params={"eps": "0.2", "clustering_algorithm": "hdbscan"},
+            strategy="semantic", strategy_params={"eps": "0.4", "clustering_algorithm": "hdbscan"},
             embedding_backend="llm", embedding_model="bow",
         )
         result = orchestrator.orchestrate("What is the capital of France?")
         prompts = arbiter_prompts()
     assert ids_in(prompts[0]) == ["1", "2", "3"]
     synthesis = result["synthesis"]
-    confidence, centroid, _ = hand_geometry([PARIS_1, PARIS_2, PARIS_3, BANANAS])
+    confidence, centroid, _ = hand_geometry([PARIS_1, PARIS_2, PARIS_3])
     assert synthesis["geometric_confidence"] == pytest.approx(confidence)
     assert synthesis["centroid_vector"] == pytest.approx(centroid)
-    assert synthesis["outliers"] == []
+    assert (synthesis["outliers"], synthesis["outlier_indices"]) == ([], [])
     responses = result["iterations"][0]["model_responses"]
-    assert [r["semantic_cluster"] for r in responses] == [0, 0, 0, -1]
-    assert [r["in_consensus"] for r in responses] == [True, True, True, False]
+    assert [r["cluster_id"] for r in responses] == [0, 0, 0, -1]
     assert len(rows(user_dir, "SELECT * FROM response_embeddings")) == 4
     [cluster] = rows(user_dir, "SELECT * FROM consensus_clusters")
     assert cluster["algorithm"] == "hdbscan"
@@ -361,35 +343,37 @@ def test_use_centroid_synthesis_puts_the_most_central_answer_first(fakes, centra
     with fakes(specs):
         result = create_consortium(
             ["short", "middle", "long"], strategy="semantic", max_iterations=1,
-            strategy_params={"eps": 0.2, "use_centroid_synthesis": central_first},
+            strategy_params={"eps": 0.4, "use_centroid_synthesis": central_first},
             embedding_backend="llm", embedding_model="bow",
         ).orchestrate("Capital?")
     assert result["synthesis"]["synthesis"] == expected
     # Distances to the centroid: short 0.038, middle 0.014, long 0.028.
-    assert [r["in_consensus"] for r in result["iterations"][0]["model_responses"]] == [True] * 3
+    assert [r["cluster_id"] for r in result["iterations"][0]["model_responses"]] == [0] * 3
     assert result["synthesis"]["chosen_member_id"] == ("2" if central_first else "1")
 
 
 def test_a_blank_answer_is_not_embedded_and_counts_as_noise(fakes):
     config = ConsortiumConfig(
         models={"para-a": 2, "off": 1}, arbiter="judge", strategy="semantic",
-        strategy_params={"eps": 0.2}, embedding_backend="llm", embedding_model="bow",
+        strategy_params={"eps": 0.4}, embedding_backend="llm", embedding_model="bow",
     )
-    members = members_from_models(config.models)
-    strategy = get_strategy_class("semantic")(config.strategy_params, StrategyContext("run", config, members))
-    results = [
-        MemberResult(members[0], 1, "r1", text=PARIS_1, answer=PARIS_1),
-        MemberResult(members[1], 1, "r2", text=PARIS_2, answer=PARIS_2),
-        MemberResult(members[2], 1, "r3", text="  ", answer=None),
+    service = EmbeddingService(get_backend("llm", "bow"))
+    orchestrator = SimpleNamespace(consortium_id="run", config=config, get_embedding_service=lambda: service)
+    strategy = get_strategy_class("semantic")(orchestrator, config.strategy_params)
+    strategy.initialize_state()
+    responses = [
+        {"id": 1, "model": "para-a", "response": PARIS_1, "answer": PARIS_1},
+        {"id": 2, "model": "para-a", "response": PARIS_2, "answer": PARIS_2},
+        {"id": 3, "model": "off", "response": "  ", "answer": None},
     ]
     with fakes(SPECS):
-        outcome = strategy.process_responses(results, 1)
+        passed = strategy.process_responses(responses, 1)
         batches = list(fake_models.HashEmbedding.batches_by_model["bow"])
     assert batches == [2]
-    assert [r.member.id for r in outcome.responses] == ["1", "2"]
-    assert [len(item.vector) for item in outcome.telemetry["embeddings"]] == [64, 64, 64]
-    assert outcome.telemetry["embeddings"][2].vector == [0.0] * 64
-    assert results[2].extra["semantic_cluster"] == -1
+    assert [r["id"] for r in passed] == [1, 2]
+    assert [len(r["embedding"]) for r in responses] == [64, 64, 64]
+    assert responses[2]["embedding"].tolist() == [0.0] * 64
+    assert responses[2]["cluster_id"] == -1
 
 
 # -- failures --------------------------------------------------------------------------

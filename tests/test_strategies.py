@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from pathlib import Path
 
 import llm
@@ -12,7 +13,7 @@ from llm.plugins import pm
 
 from llm_consortium import create_consortium
 from llm_consortium.results import members_from_models
-from llm_consortium.strategies import Param, Strategy, StrategyContext, StrategyOutcome
+from llm_consortium.strategies import ConsortiumStrategy, Param
 
 from conftest import fake_models, db_rows as rows
 
@@ -44,9 +45,12 @@ def the_run(user_dir: Path) -> dict:
     return run
 
 
-def strategy_notes(user_dir: Path) -> list[dict]:
-    decisions = rows(user_dir, "SELECT decision_json FROM arbiter_decisions ORDER BY iteration")
-    return [json.loads(row["decision_json"]).get("strategy_notes") for row in decisions]
+def voting_groups(responses: list[dict]) -> list[list[int]]:
+    """Member ids by the group the voting strategy put them in."""
+    groups: dict[int, list[int]] = {}
+    for response in responses:
+        groups.setdefault(response["voting_group"], []).append(int(response["id"]))
+    return [groups[number] for number in sorted(groups)]
 
 
 def save_and_ask(cli, name: str, *options: str, prompt: str = "Question?"):
@@ -114,9 +118,7 @@ def test_voting_passes_only_the_largest_group_of_similar_answers_to_the_arbiter(
     assert {row["extra"]["voting_group_size"] for row in found} == {3}
     assert {row["extra"]["voting_total"] for row in found} == {4}
     assert found[2]["extra"]["similarity_to_group"] == 1.0  # same once normalised
-    [notes] = strategy_notes(user_dir)
-    assert notes["voting"]["groups"] == [["1", "2", "3"], ["4"]]
-    assert notes["voting"]["consensus"] is True
+    assert voting_groups([{**row["extra"], "id": row["member_id"]} for row in found]) == [[1, 2, 3], [4]]
     run = the_run(user_dir)
     assert (run["strategy"], run["status"]) == ("voting", "success")
 
@@ -132,7 +134,6 @@ def test_voting_require_majority_keeps_the_group_when_it_is_a_majority(cli, fake
     found = members(user_dir)
     assert [row["selected"] for row in found] == [1, 1, 0]
     assert [row["extra"]["voting_selected"] for row in found] == [True, True, False]
-    assert strategy_notes(user_dir)[0]["voting"]["consensus"] is True
 
 
 def test_voting_without_a_majority_falls_back_to_all_answers(cli, fakes, user_dir):
@@ -150,8 +151,6 @@ def test_voting_without_a_majority_falls_back_to_all_answers(cli, fakes, user_di
     assert [row["selected"] for row in found] == [1, 1, 1, 1]
     assert [row["extra"]["voting_selected"] for row in found] == [False] * 4
     assert {row["extra"]["voting_group_size"] for row in found} == {2}
-    notes = strategy_notes(user_dir)[0]["voting"]
-    assert (notes["consensus"], notes["fell_back_to_all"]) == (False, True)
 
 
 def test_voting_without_a_majority_or_fallback_ends_the_run_with_a_clear_error(llm_subprocess, user_dir):
@@ -168,13 +167,12 @@ def test_voting_without_a_majority_or_fallback_ends_the_run_with_a_clear_error(l
     assert result.returncode != 0
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
-    assert "Voting found no consensus in iteration 1" in result.stderr
-    assert "1 of 3" in result.stderr
+    assert "Strategy 'voting' passed no responses to the arbiter in iteration 1" in result.stderr
     called = [record["model"] for record in fake_models.read_log(log)]
     assert sorted(called) == ["fake-lyon", "fake-paris", "fake-rome"]  # never the arbiter
     run = the_run(user_dir)
     assert run["status"] == "failed"
-    assert "no consensus" in run["error"]
+    assert "passed no responses" in run["error"]
     found = members(user_dir)
     assert [row["extra"]["voting_selected"] for row in found] == [False, False, False]
     assert [row["selected"] for row in found] == [0, 0, 0]
@@ -187,7 +185,7 @@ def test_voting_no_consensus_raises_a_model_error_from_the_python_api(fakes):
             ["fake-paris", "fake-lyon"], arbiter="fake-arbiter", strategy="voting",
             strategy_params={"require_majority": True, "fallback_to_all": "no"},
         )
-        with pytest.raises(llm.ModelError, match="no consensus"):
+        with pytest.raises(llm.ModelError, match="passed no responses to the arbiter"):
             orchestrator.orchestrate("Capital?")
         assert arbiter_prompts() == []
 
@@ -206,14 +204,12 @@ def test_voting_similarity_threshold_and_answer_length_decide_what_counts_as_the
                 ["fake-long-a", "fake-long-b", "fake-other"], arbiter="fake-arbiter",
                 strategy="voting", strategy_params=params,
             ).orchestrate("6 x 7?")
-        run_id = result["metadata"]["run_id"]
-        [row] = rows(user_dir, "SELECT decision_json FROM arbiter_decisions WHERE run_id = ?", run_id)
-        return json.loads(row["decision_json"])["strategy_notes"]["voting"]["groups"]
+        return voting_groups(result["iterations"][0]["model_responses"])
 
-    assert groups() == [["1", "2"], ["3"]]
-    assert groups(similarity_threshold="1.0") == [["1"], ["2"], ["3"]]
+    assert groups() == [[1, 2], [3]]
+    assert groups(similarity_threshold="1.0") == [[1], [2], [3]]
     # Only the first 16 normalised characters ("the answer is 42") are compared.
-    assert groups(similarity_threshold="1", answer_length="16") == [["1", "2"], ["3"]]
+    assert groups(similarity_threshold="1", answer_length="16") == [[1, 2], [3]]
 
 
 def test_voting_ties_go_to_the_group_whose_first_member_comes_first(fakes):
@@ -236,7 +232,7 @@ RANKED = {
 }
 
 
-def test_elimination_drops_the_worst_ranked_instance_after_each_iteration(cli, fakes, user_dir):
+def test_elimination_drops_the_worst_ranked_model_after_each_iteration(cli, fakes, user_dir):
     with fakes(RANKED):
         result = save_and_ask(
             cli, "elim", "-m", "fake-good:2", "-m", "fake-odd", "-m", "fake-other",
@@ -248,13 +244,12 @@ def test_elimination_drops_the_worst_ranked_instance_after_each_iteration(cli, f
     assert result.stdout.strip() == "42"
     run = the_run(user_dir)
     assert (run["judging_method"], run["iteration_count"], run["status"]) == ("rank", 3, "success")
-    assert ids_by_iteration(user_dir) == {1: ["1", "2", "3", "4"], 2: ["1", "2", "3"], 3: ["1", "2"]}
+    # fake-other is ranked last and goes; then two models are left, the
+    # keep_minimum (models, as in the original): nothing more is eliminated.
+    assert ids_by_iteration(user_dir) == {1: ["1", "2", "3", "4"], 2: ["1", "2", "3"], 3: ["1", "2", "3"]}
     eliminated = [(row["iteration"], row["member_id"], row["extra"].get("eliminated_rank"))
                   for row in members(user_dir) if row["eliminated"]]
-    assert eliminated == [(1, "4", 4), (2, "3", 3)]
-    notes = strategy_notes(user_dir)
-    assert [n["elimination"]["active"] for n in notes] == [["1", "2", "3", "4"], ["1", "2", "3"], ["1", "2"]]
-    assert notes[2]["elimination"]["eliminated_before"] == {"4": 1, "3": 2}
+    assert eliminated == [(1, "4", 4)]
     assert "--- Iteration 3 ---" in info.stdout
     assert "Member #4" not in info.stdout.split("--- Iteration 2 ---")[1]
 
@@ -285,18 +280,19 @@ def test_elimination_counts_failed_members_as_worst(fakes, user_dir):
     [broken] = [row for row in members(user_dir) if row["member_id"] == "3"]
     assert broken["status"] == "failed"
     assert broken["eliminated"] == 1 and broken["extra"] == {"eliminated_rank": None}
-    second = result["iterations"][1]["selected_models"]
-    assert [m["id"] for m in second] == ["1", "2", "4"]
+    assert result["iterations"][1]["selected_models"] == {"fake-good": 2, "fake-odd": 1}
 
 
 @pytest.mark.parametrize(
     "params, expected",
     [
-        ({"eliminate_fraction": "0.5"}, {1: 6, 2: 3, 3: 2}),
-        ({"eliminate_fraction": "0.5", "keep_minimum": "4"}, {1: 6, 2: 4, 3: 4}),
+        # three models: good (3 instances), odd (2), other (1), ranked in that order
+        ({"eliminate_fraction": "0.5"}, {1: 6, 2: 5, 3: 5}),
+        ({"eliminate_fraction": "0.5", "keep_minimum": "1"}, {1: 6, 2: 5, 3: 3}),
+        ({"eliminate_fraction": "0.5", "keep_minimum": "4"}, {1: 6, 2: 6, 3: 6}),
         ({"eliminate_count": "0"}, {1: 6, 2: 6, 3: 6}),
         ({"elimination_delay": "2"}, {1: 6, 2: 6, 3: 5}),
-        ({"eliminate_count": "2", "elimination_delay": "0"}, {1: 6, 2: 4, 3: 2}),
+        ({"eliminate_count": "2", "keep_minimum": "1"}, {1: 6, 2: 3, 3: 3}),
     ],
 )
 def test_elimination_parameters_set_how_many_members_go(fakes, user_dir, params, expected):
@@ -310,7 +306,7 @@ def test_elimination_parameters_set_how_many_members_go(fakes, user_dir, params,
     assert counts == expected
 
 
-def test_elimination_removes_instances_not_whole_models(fakes, user_dir):
+def test_elimination_removes_whole_models_as_the_original(fakes, user_dir):
     specs = {
         "fake-mixed": {"answers": ["42", "41"]},  # its two instances answer differently
         "fake-good": {"answer": "42"},
@@ -321,9 +317,9 @@ def test_elimination_removes_instances_not_whole_models(fakes, user_dir):
             ["fake-mixed:2", "fake-good"], arbiter="fake-arbiter", strategy="elimination",
             strategy_params={"keep_minimum": 1}, max_iterations=2, minimum_iterations=2,
         ).orchestrate("6 x 7?")
+    # the instance that answered 41 is ranked last: its model goes, both instances
     second = [row for row in members(user_dir) if row["iteration"] == 2]
-    assert "fake-mixed" in {row["model"] for row in second}
-    assert len(second) == 2
+    assert [row["model"] for row in second] == ["fake-good"]
 
 
 # -- role --------------------------------------------------------------------
@@ -367,7 +363,7 @@ def test_role_gives_each_instance_its_own_role_and_keeps_it_across_iterations(cl
         assert sorted(s.strip() for s in systems) == sorted(s.strip() for s in stored)
 
 
-def test_role_uses_given_roles_in_order_and_cycles_them_without_dynamic_personalities(cli, fakes, user_dir):
+def test_role_uses_given_roles_in_order_and_no_role_beyond_them_without_dynamic_personalities(cli, fakes, user_dir):
     specs = {"fake-a": {"answer": "42"}, "fake-arbiter": {"arbiter": True}}
     with fakes(specs):
         result = save_and_ask(
@@ -378,8 +374,10 @@ def test_role_uses_given_roles_in_order_and_cycles_them_without_dynamic_personal
         )
     assert result.exit_code == 0, result.output
     found = members(user_dir)
-    assert [row["member_role"] for row in found] == ["Poet", "fact checker", "Poet", "fact checker", "Poet"]
+    # As the original: fewer roles than instances, the extra members get none.
+    assert [row["member_role"] for row in found] == ["Poet", "fact checker", None, None, None]
     assert "Your role in this consortium: Poet.\nanswer in rhyming verse" in found[0]["system"]
+    assert all("Your role in this consortium" not in row["system"] for row in found[2:])
     config = json.loads(cli("consortium", "info", "poets", "--json").stdout)
     assert config["strategy_params"]["roles"] == ["Poet: answer in rhyming verse", "fact-checker"]
     assert config["strategy_params"]["use_dynamic_personalities"] is False
@@ -407,12 +405,12 @@ def test_role_without_a_seed_derives_it_from_the_run_id():
     from llm_consortium.strategies.role import RoleStrategy
 
     config = ConsortiumConfig(models={"fake-a": 5}, strategy="role")
-    members_ = members_from_models(config.models)
 
     def prompts(run_id: str) -> list[str | None]:
-        strategy = RoleStrategy(config.strategy_params, StrategyContext(run_id, config, members_))
-        # Asked in reverse order: the role depends on the member, not on call order.
-        return [strategy.member_system_prompt(m, None) for m in reversed(members_)][::-1]
+        strategy = RoleStrategy(SimpleNamespace(consortium_id=run_id), config.strategy_params)
+        strategy.initialize_state()
+        # In config order, as the orchestrator asks (the original assigns roles in call order).
+        return [strategy.get_instance_system_prompt("fake-a", instance, None) for instance in range(5)]
 
     assert prompts("run-one") == prompts("run-one")
     assert prompts("run-one")[3:] != prompts("run-two")[3:]
@@ -425,13 +423,12 @@ def test_role_without_a_seed_derives_it_from_the_run_id():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--strategy", "nosuch"], "Unknown strategy 'nosuch'. Available: default, elimination, role, "),
-        (["--strategy", "voting", "--strategy-param", "colour=red"], "Unknown parameter 'colour' for strategy 'voting'"),
+        (["--strategy", "nosuch"], "Unknown strategy: 'nosuch'. Available: default, elimination, role, "),
         (["--strategy", "voting", "--strategy-param", "require_majority=perhaps"], "'require_majority': 'perhaps' is not"),
-        (["--strategy", "voting", "--strategy-param", "similarity_threshold=1.5"], "'similarity_threshold': 1.5 is above the maximum 1"),
-        (["--strategy", "voting", "--strategy-param", "answer_length=5"], "'answer_length': 5 is below the minimum 10"),
+        (["--strategy", "voting", "--strategy-param", "similarity_threshold=1.5"], "similarity_threshold must be between 0 and 1, got 1.5"),
+        (["--strategy", "voting", "--strategy-param", "answer_length=5"], "answer_length must be at least 10, got 5"),
         (["--strategy", "voting", "--strategy-param", "answer_length=many"], "'answer_length': expected a whole number"),
-        (["--strategy", "elimination", "--strategy-param", "keep_minimum=0"], "'keep_minimum': 0 is below the minimum 1"),
+        (["--strategy", "elimination", "--strategy-param", "keep_minimum=0"], "keep_minimum must be at least 1, got 0"),
         (["--strategy", "elimination", "--strategy-param", "eliminate_fraction=-0.1"], "'eliminate_fraction'"),
         (["--strategy", "role", "--strategy-param", "seed=abc"], "'seed': expected a whole number"),
         (["--strategy", "voting", "--strategy-param", "fallback_to_all=1", "--strategy-param", "fallback_to_all=0"], "'fallback_to_all': given more than once"),
@@ -451,10 +448,9 @@ def test_bad_strategy_or_parameter_is_refused_at_save(cli, user_dir, options, me
 @pytest.mark.parametrize(
     "strategy, params, message",
     [
-        ("nosuch", {}, "Unknown strategy 'nosuch'"),
-        ("voting", {"colour": "red"}, "Unknown parameter 'colour'"),
+        ("nosuch", {}, "Unknown strategy: 'nosuch'"),
         ("voting", {"require_majority": "perhaps"}, "'require_majority'"),
-        ("elimination", {"eliminate_count": "-1"}, "'eliminate_count': -1 is below the minimum 0"),
+        ("elimination", {"eliminate_count": "-1"}, "eliminate_count must be at least 0, got -1"),
         ("role", {"roles": ["  "]}, "'roles'"),
     ],
 )
@@ -498,17 +494,23 @@ def test_saved_parameters_are_typed_with_defaults_filled_in(cli, user_dir):
 # -- third-party strategies ------------------------------------------------------
 
 
-class ShortestAnswerStrategy(Strategy):
-    """A plugin strategy: only the shortest answers reach the arbiter."""
+class ShortestAnswerStrategy(ConsortiumStrategy):
+    """Written for the original plugin's API: only the shortest answers reach
+    the arbiter. No name, no declared parameters."""
 
-    name = "shortest"
-    description = "Pass only the shortest answers to the arbiter."
-    params = (Param("keep", "int", 1, "How many answers to keep.", min=1),)
+    def _validate_params(self):
+        self.keep = int(self.params.get("keep", 1))
+        if self.keep < 1:
+            raise ValueError("keep must be at least 1")
 
-    def process_responses(self, responses, iteration):
-        ordered = sorted(responses, key=lambda r: (len(r.answer or ""), r.member.index))
-        kept = ordered[: self.options["keep"]]
-        return StrategyOutcome(kept, {"shortest": [r.member.id for r in kept]})
+    def select_models(self, available_models, current_prompt, iteration):
+        return available_models.copy()
+
+    def process_responses(self, successful_responses, iteration):
+        ordered = sorted(successful_responses, key=lambda r: len(r["response"]))
+        for rank, response in enumerate(ordered, start=1):
+            response["shortest_rank"] = rank
+        return ordered[: self.keep]
 
 
 class ShortestPlugin:
@@ -526,31 +528,30 @@ def test_a_plugin_strategy_is_listed_saved_and_used(cli, fakes, user_dir):
     pm.register(ShortestPlugin(), name="undo-shortest-strategy")
     try:
         listed = cli("consortium", "strategies")
-        assert "Name: shortest\n" in listed.stdout
-        assert "keep (int, default 1): How many answers to keep." in listed.stdout
+        assert "Name: shortest_answer\n  Class: ShortestAnswerStrategy\n" in listed.stdout
         bad = cli(
             "consortium", "save", "s", "-m", "fake-terse", "--arbiter", "fake-arbiter",
-            "--strategy", "shortest", "--strategy-param", "keep=0",
+            "--strategy", "shortest_answer", "--strategy-param", "keep=0",
         )
-        assert bad.exit_code == 2 and "'keep': 0 is below the minimum 1" in bad.stderr
+        assert bad.exit_code == 2 and "keep must be at least 1" in bad.stderr
         with fakes(specs):
             result = save_and_ask(
                 cli, "short", "-m", "fake-wordy", "-m", "fake-terse", "--arbiter", "fake-arbiter",
-                "--strategy", "shortest", "--strategy-param", "keep=1",
+                "--strategy", "shortest_answer", "--strategy-param", "keep=1",
             )
             [prompt] = arbiter_prompts()
         assert result.exit_code == 0, result.output
         assert result.stdout.strip() == "42"
         assert "forty-two" not in prompt
-        assert the_run(user_dir)["strategy"] == "shortest"
+        assert the_run(user_dir)["strategy"] == "shortest_answer"
         assert [row["selected"] for row in members(user_dir)] == [0, 1]
-        assert strategy_notes(user_dir) == [{"shortest": ["2"]}]
+        assert [json.loads(row["extra_json"])["shortest_rank"] for row in members(user_dir)] == [2, 1]
         with fakes(specs):
             api = create_consortium(
-                ["fake-wordy", "fake-terse"], arbiter="fake-arbiter", strategy="shortest"
+                ["fake-wordy", "fake-terse"], arbiter="fake-arbiter", strategy="shortest_answer"
             ).orchestrate("Answer?")
         assert api["synthesis"]["synthesis"] == "42"
     finally:
         pm.unregister(name="undo-shortest-strategy")
     gone = cli("consortium", "strategies")
-    assert "Name: shortest" not in gone.stdout
+    assert "Name: shortest_answer" not in gone.stdout

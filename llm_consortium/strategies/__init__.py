@@ -1,76 +1,43 @@
-"""Strategy registry: the built-in strategies plus any registered by plugins
-through the ``register_consortium_strategies`` hook."""
+"""Consortium strategies: the original plugin's ``ConsortiumStrategy`` API,
+the built-in strategies and the registry (``create_strategy``).
+
+Strategy classes are imported on first use, so importing this package stays
+cheap (numpy and scikit-learn load only when a run clusters).
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from ..errors import ConfigError
-from .base import Param, Strategy, StrategyContext, StrategyOutcome
+from .base import ConsortiumStrategy, Param
+from .factory import (
+    available_strategies,
+    create_strategy,
+    get_strategy_class,
+    list_available_strategies,
+)
 
-__all__ = [
-    "Param",
-    "Strategy",
-    "StrategyContext",
-    "StrategyOutcome",
-    "available_strategies",
-    "get_strategy_class",
-]
-
-# name -> "module:Class"; imported on first use.
-BUILTIN: dict[str, str] = {
-    "default": "llm_consortium.strategies.default:DefaultStrategy",
-    "elimination": "llm_consortium.strategies.elimination:EliminationStrategy",
-    "role": "llm_consortium.strategies.role:RoleStrategy",
-    "semantic": "llm_consortium.strategies.semantic:SemanticStrategy",
-    "voting": "llm_consortium.strategies.voting:VotingStrategy",
+_CLASSES = {
+    "DefaultStrategy": "llm_consortium.strategies.default",
+    "EliminationStrategy": "llm_consortium.strategies.elimination",
+    "RoleStrategy": "llm_consortium.strategies.role",
+    "SemanticClusteringStrategy": "llm_consortium.strategies.semantic",
+    "VotingStrategy": "llm_consortium.strategies.voting",
 }
 
-_hookspecs_added = False
+__all__ = [
+    "ConsortiumStrategy",
+    "Param",
+    "available_strategies",
+    "create_strategy",
+    "get_strategy_class",
+    "list_available_strategies",
+    *_CLASSES,
+]
 
 
-def _plugin_strategies() -> dict[str, type[Strategy]]:
-    global _hookspecs_added
-    from llm.plugins import load_plugins, pm
-
-    from .. import hookspecs
-
-    if not _hookspecs_added:
-        pm.add_hookspecs(hookspecs)
-        _hookspecs_added = True
-    load_plugins()
-    found: dict[str, type[Strategy]] = {}
-
-    def register(strategy_class: type[Strategy]) -> None:
-        if not (isinstance(strategy_class, type) and issubclass(strategy_class, Strategy)):
-            raise TypeError(f"{strategy_class!r} is not a Strategy subclass")
-        if not strategy_class.name:
-            raise TypeError(f"{strategy_class.__name__} has no name")
-        found[strategy_class.name] = strategy_class
-
-    pm.hook.register_consortium_strategies(register=register)
-    return found
-
-
-def _load(path: str) -> type[Strategy]:
-    module_name, class_name = path.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
-def available_strategies() -> dict[str, type[Strategy]]:
-    """Every strategy by name, sorted; built-ins win over plugins of the same name."""
-    strategies = _plugin_strategies()
-    strategies.update({name: _load(path) for name, path in BUILTIN.items()})
-    return dict(sorted(strategies.items()))
-
-
-def get_strategy_class(name: str | None) -> type[Strategy]:
-    key = (name or "default").strip().lower()
-    if key in BUILTIN:
-        return _load(BUILTIN[key])
-    strategies = available_strategies()
-    if key not in strategies:
-        raise ConfigError(
-            f"Unknown strategy '{name}'. Available: {', '.join(strategies)}"
-        )
-    return strategies[key]
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        return getattr(importlib.import_module(_CLASSES[name]), name)
+    raise AttributeError(f"module 'llm_consortium.strategies' has no attribute '{name}'")

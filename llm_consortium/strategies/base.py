@@ -1,19 +1,32 @@
-"""The strategy interface: who answers, and what the arbiter sees.
+"""The strategy interface — the original plugin's ``ConsortiumStrategy``.
 
-A strategy class declares its parameters (``Param``) so that string values
-from the CLI are converted and range-checked in one place, at save time. A new
-strategy instance is made for every run, so no state leaks between runs.
+A strategy is constructed as ``Strategy(orchestrator, params)`` and, per run,
+the orchestrator calls ``initialize_state()``; then, per iteration:
 
-Per iteration the orchestrator calls, in order:
-``select_members`` → (members answer) → ``process_responses`` → (arbiter) →
-``update_state``. ``member_system_prompt`` lets a strategy add to a member's
-system prompt (roles).
+``select_models`` → for each selected member instance
+``get_instance_system_prompt`` and ``prepare_iteration_prompt`` → (members
+answer) → ``process_responses`` → (arbiter) → ``update_state``.
+
+Responses are the original's dicts (``model``, ``instance``, ``id``,
+``response_id``, ``response``, ``confidence`` …). Keys a strategy adds to a
+response dict are kept with that member's stored row; ``embedding`` (a
+vector) and ``cluster_id`` (-1 = noise) are recorded as the response's
+embedding and cluster, and the geometric confidence is computed over the
+embeddings of the responses the strategy passes on. Strategies hand values;
+the orchestrator records them.
+
+Beyond the original, a strategy may declare its parameters (``parameters``,
+a tuple of :class:`Param`): string values from the CLI are then converted and
+range-checked in one place, at save time as well as at construction, and
+each declared parameter is also set as an attribute (``self.eps``). Keys it
+does not declare are kept as given, as the original kept every key.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..defaults import FALSE_WORDS, TRUE_WORDS
@@ -21,13 +34,13 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import ConsortiumConfig
-    from ..results import IterationContext, Member, MemberResult
+    from ..results import IterationContext
 
 
 
 @dataclass(frozen=True)
 class Param:
-    """One strategy parameter: ``kind`` is int, float, bool, str or list."""
+    """One declared strategy parameter: ``kind`` is int, float, bool, str or list."""
 
     name: str
     kind: str
@@ -36,6 +49,15 @@ class Param:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
+
+    def _range_error(self, number: float) -> ConfigError:
+        if self.min is not None and self.max is not None:
+            rule = f"{self.name} must be between {self.min:g} and {self.max:g}"
+        elif self.min is not None:
+            rule = f"{self.name} must be at least {self.min:g}"
+        else:
+            rule = f"{self.name} must be at most {self.max:g}"
+        return ConfigError(f"Invalid strategy parameter '{self.name}': {rule}, got {number:g}")
 
     def convert(self, value: Any) -> Any:
         label = f"strategy parameter '{self.name}'"
@@ -65,10 +87,12 @@ class Param:
             except (TypeError, ValueError):
                 kind = "a whole number" if self.kind == "int" else "a number"
                 raise ConfigError(f"Invalid {label}: expected {kind}, got '{value}'") from None
-            if self.min is not None and number < self.min:
-                raise ConfigError(f"Invalid {label}: {number} is below the minimum {self.min:g}")
-            if self.max is not None and number > self.max:
-                raise ConfigError(f"Invalid {label}: {number} is above the maximum {self.max:g}")
+            if number != number:
+                raise ConfigError(f"Invalid {label}: expected a number, got '{value}'")
+            if (self.min is not None and number < self.min) or (
+                self.max is not None and number > self.max
+            ):
+                raise self._range_error(number)
             return number
         text = str(value).strip()
         if self.choices and text.lower() not in self.choices:
@@ -89,58 +113,55 @@ class Param:
         return info
 
 
-@dataclass
-class StrategyOutcome:
-    """What ``process_responses`` returns.
+class ConsortiumStrategy(ABC):
+    """Base class of every strategy (the original plugin's API).
 
-    ``responses`` go to the arbiter. ``telemetry`` may hold
-    ``geometric_confidence``, ``centroid_vector``, ``outliers`` (merged into
-    the arbiter decision) and ``embeddings`` / ``clusters`` (lists of
-    ``ResponseEmbedding`` / ``ClusterSummary`` values the store records),
-    plus free notes.
+    ``select_models`` and ``process_responses`` are required; the other hooks
+    have defaults. ``self.iteration_state`` is reset by ``initialize_state()``
+    at the start of every run.
     """
 
-    responses: list[MemberResult]
-    telemetry: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StrategyContext:
-    """What a strategy knows about the run it serves."""
-
-    run_id: str
-    config: ConsortiumConfig
-    members: list[Member]
-
-
-class Strategy:
-    """Base class: all members answer and every response reaches the arbiter."""
-
+    #: The name users give to ``--strategy`` (for plugin-registered strategies).
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    params: ClassVar[Sequence[Param]] = ()
+    #: Declared parameters: converted, defaulted and range-checked; ``()``
+    #: for a strategy that takes none. ``None`` (a strategy written for the
+    #: original): undeclared, every parameter is passed as given.
+    parameters: ClassVar[Sequence[Param] | None] = None
     #: A judging method the strategy requires ("rank" for elimination).
     forced_judging_method: ClassVar[str | None] = None
 
-    def __init__(self, params: Mapping[str, Any], context: StrategyContext) -> None:
-        self.options = dict(params)
-        self.context = context
+    def __init__(self, orchestrator: Any, params: Mapping[str, Any] | None = None) -> None:
+        self.orchestrator = orchestrator
+        self.params: dict[str, Any] = self.convert_params(params)
+        for param in self.parameters or ():
+            setattr(self, param.name, self.params[param.name])
+        self.iteration_state: dict[str, Any] = {}
+        self._validate_params()
 
-    # -- parameters -------------------------------------------------------
+    def _validate_params(self) -> None:
+        """Checks of ``self.params`` at construction; raise ``ValueError``."""
+
+    # -- parameters (class level: used at save time, without a run) ----------
     @classmethod
     def convert_params(cls, raw: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Typed, validated parameters with defaults filled in."""
-        declared = {param.name: param for param in cls.params}
+        """Declared parameters converted, with defaults filled in; keys the
+        strategy does not declare are kept unchanged."""
+        declared = {param.name: param for param in cls.parameters or ()}
         converted = {name: param.default for name, param in declared.items()}
         for key, value in (raw or {}).items():
-            if key not in declared:
-                known = ", ".join(sorted(declared)) or "none"
-                raise ConfigError(
-                    f"Unknown parameter '{key}' for strategy '{cls.name}' (known: {known})"
-                )
-            converted[key] = declared[key].convert(value)
+            converted[key] = declared[key].convert(value) if key in declared else value
         cls.check_params(converted)
         return converted
+
+    @classmethod
+    def undeclared_params(cls, raw: Mapping[str, Any] | None) -> list[str]:
+        """Keys of ``raw`` this strategy does not use (when it declares its
+        parameters)."""
+        if cls.parameters is None:
+            return []
+        declared = {param.name for param in cls.parameters}
+        return [key for key in (raw or {}) if key not in declared]
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
@@ -148,34 +169,66 @@ class Strategy:
 
     @classmethod
     def check_config(cls, config: ConsortiumConfig) -> None:
-        """Checks that need the rest of the config (the semantic strategy
-        requires ``embedding_backend``); raise ``ConfigError``."""
+        """Checks that need the rest of the config; raise ``ConfigError``."""
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "name": cls.name,
             "class_name": cls.__name__,
-            "description": cls.description,
-            "params": [param.describe() for param in cls.params],
+            "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+            "params": [param.describe() for param in cls.parameters or ()],
             "forced_judging_method": cls.forced_judging_method,
         }
 
-    # -- the run ----------------------------------------------------------
-    def select_members(self, members: list[Member], iteration: int) -> list[Member]:
-        return list(members)
+    # -- the run --------------------------------------------------------------
+    def initialize_state(self) -> None:
+        """Called at the start of every run."""
+        self.iteration_state = {}
 
-    def member_system_prompt(self, member: Member, base: str | None) -> str | None:
-        return base
+    @abstractmethod
+    def select_models(
+        self, available_models: dict[str, int], current_prompt: str, iteration: int
+    ) -> dict[str, int]:
+        """Models (and how many of their instances, in config order) that answer
+        in this iteration: a subset of ``available_models``."""
 
-    def member_role(self, member: Member) -> str | None:
-        """A short label stored as the member's ``role``."""
+    @abstractmethod
+    def process_responses(
+        self, successful_responses: list[dict[str, Any]], iteration: int
+    ) -> list[dict[str, Any]]:
+        """The responses the arbiter sees (filtered, reordered, annotated)."""
+
+    def update_state(self, iteration_context: IterationContext) -> None:
+        """Learn from the iteration just judged (``synthesis``,
+        ``model_responses`` including failures)."""
+
+    def get_instance_system_prompt(
+        self, model: str, instance: int, default_prompt: str | None
+    ) -> str | None:
+        """The system prompt of one member instance (``instance`` is 0-based)."""
+        return default_prompt
+
+    def instance_role(self, model: str, instance: int) -> str | None:
+        """A short label of the instance's role, stored as its
+        ``member_role`` (ours; called after ``get_instance_system_prompt``)."""
         return None
 
-    def process_responses(
-        self, responses: list[MemberResult], iteration: int
-    ) -> StrategyOutcome:
-        return StrategyOutcome(list(responses))
+    def prepare_iteration_prompt(
+        self, model_id: str, instance: int, original_prompt: str, iteration: int
+    ) -> str:
+        """The prompt a member instance gets: the user's prompt in the first
+        iteration, then the original prompt with the previous synthesis and
+        the arbiter's refinement areas."""
+        history = getattr(self.orchestrator, "iteration_history", None) or []
+        if iteration <= 1 or not history:
+            return original_prompt
+        from ..arbiter import build_refinement_prompt
 
-    def update_state(self, context: IterationContext) -> None:
-        """Learn from the iteration just judged (rankings, confidences)."""
+        previous = history[-1].get("synthesis") or {}
+        return build_refinement_prompt(
+            original_prompt,
+            iteration,
+            previous.get("synthesis") or "",
+            previous.get("refinement_areas") or [],
+        )

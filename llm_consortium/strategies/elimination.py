@@ -1,94 +1,114 @@
-"""The ``elimination`` strategy: the arbiter ranks, the worst-ranked drop out.
+"""The ``elimination`` strategy: the arbiter ranks, the worst-ranked models drop out.
 
-It eliminates member *instances* (member ids), not whole models: the arbiter
-ranks responses by member id, so ``gpt-4o:2`` can lose one instance and keep
-the other. Members that failed, or that the arbiter left out of its ranking,
-count as worse than every ranked member.
+As in the original, whole models are eliminated (``select_models`` leaves
+them out of later iterations) and ``keep_minimum`` counts models. Beyond the
+original, a member that failed, or that the arbiter left out of its ranking,
+counts as worse than every ranked one, and nothing is eliminated after the
+final iteration (nothing follows it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ..results import IterationContext, Member, MemberResult
-from .base import Param, Strategy, StrategyContext, StrategyOutcome
+from .base import ConsortiumStrategy, Param
 
 
-class EliminationStrategy(Strategy):
+class EliminationStrategy(ConsortiumStrategy):
     """Rank judging every iteration; after each ranked iteration from
     ``elimination_delay`` on, the ``max(eliminate_count, int(active ×
-    eliminate_fraction))`` worst-ranked member instances are dropped, never
-    leaving fewer than ``keep_minimum`` active."""
+    eliminate_fraction))`` worst-ranked models are dropped, never leaving
+    fewer than ``keep_minimum`` active."""
 
     name = "elimination"
     description = (
-        "Use the arbiter's ranking to remove the weakest member instances across iterations "
-        "(forces rank judging; instances, not whole models, are eliminated)."
+        "Use the arbiter's ranking to remove the weakest models across iterations "
+        "(forces rank judging)."
     )
     forced_judging_method = "rank"
-    params = (
-        Param("eliminate_count", "int", 1, "Members removed after each ranked iteration.", min=0),
+    parameters = (
+        Param("eliminate_count", "int", 1, "Models removed after each ranked iteration.", min=0),
         Param(
             "eliminate_fraction",
             "float",
             0.0,
-            "Fraction of the active members removed instead, when that is more (0-1).",
+            "Fraction of the active models removed instead, when that is more (0-1).",
             min=0.0,
             max=1.0,
         ),
-        Param("keep_minimum", "int", 2, "Never fewer active members than this.", min=1),
+        Param("keep_minimum", "int", 2, "Never fewer active models than this.", min=1),
         Param(
             "elimination_delay",
             "int",
             1,
-            "First iteration after which members are eliminated.",
+            "First iteration after which models are eliminated.",
             min=0,
         ),
     )
 
-    def __init__(self, params: Mapping[str, Any], context: StrategyContext) -> None:
-        super().__init__(params, context)
-        self.eliminated: dict[str, int] = {}  # member id -> iteration it was ranked out
+    def initialize_state(self) -> None:
+        super().initialize_state()
+        self.iteration_state["eliminated_models"] = set()
+        self.iteration_state["iteration_count"] = 0
 
-    def select_members(self, members: list[Member], iteration: int) -> list[Member]:
-        return [member for member in members if member.id not in self.eliminated]
+    def select_models(
+        self, available_models: dict[str, int], current_prompt: str, iteration: int
+    ) -> dict[str, int]:
+        self.iteration_state["iteration_count"] = iteration
+        eliminated: set[str] = self.iteration_state.setdefault("eliminated_models", set())
+        selected = {model: count for model, count in available_models.items() if model not in eliminated}
+        # Never fewer than keep_minimum: bring models back, in config order.
+        for model, count in available_models.items():
+            if len(selected) >= self.keep_minimum:
+                break
+            if model not in selected:
+                selected[model] = count
+                eliminated.discard(model)
+        return {model: selected[model] for model in available_models if model in selected}
 
     def process_responses(
-        self, responses: list[MemberResult], iteration: int
-    ) -> StrategyOutcome:
-        telemetry = {
-            "elimination": {
-                "active": [result.member.id for result in responses],
-                "eliminated_before": dict(self.eliminated),
-            }
-        }
-        return StrategyOutcome(list(responses), telemetry)
+        self, successful_responses: list[dict[str, Any]], iteration: int
+    ) -> list[dict[str, Any]]:
+        return successful_responses
 
-    def worst_first(self, context: IterationContext) -> list[MemberResult]:
-        """This iteration's members from worst to best: failed members, then
-        members the arbiter left out of its ranking (each in reverse config
-        order), then the ranking reversed."""
-        ranking = list(context.decision.ranking) if context.decision else []
-        by_id = {result.member.id: result for result in context.results}
-        unranked = [result for result in context.results if result.member.id not in ranking]
-        unranked.sort(key=lambda result: (result.ok, -result.member.index))
-        ranked = [by_id[member_id] for member_id in reversed(ranking) if member_id in by_id]
+    @staticmethod
+    def worst_first(responses: list[dict[str, Any]], ranking: list[Any]) -> list[dict[str, Any]]:
+        """Responses from worst to best: failed ones, then those the arbiter
+        left out of its ranking (each in reverse order), then the ranking reversed."""
+        by_id = {response.get("id"): response for response in responses}
+        unranked = [response for response in responses if response.get("id") not in ranking]
+        unranked.reverse()
+        unranked.sort(key=lambda response: response.get("error") is None)
+        ranked = [by_id[rid] for rid in reversed(ranking) if rid in by_id]
         return unranked + ranked
 
-    def update_state(self, context: IterationContext) -> None:
-        if context.final or context.iteration < self.options["elimination_delay"]:
-            return  # nothing follows the final iteration: no one to drop
-        active = len(context.results)
-        wanted = max(
-            self.options["eliminate_count"],
-            int(active * self.options["eliminate_fraction"]),
-        )
-        count = max(0, min(wanted, active - self.options["keep_minimum"]))
-        ranking = list(context.decision.ranking) if context.decision else []
-        for result in self.worst_first(context)[:count]:
-            self.eliminated[result.member.id] = context.iteration
-            result.eliminated = True
-            result.extra["eliminated_rank"] = (
-                ranking.index(result.member.id) + 1 if result.member.id in ranking else None
-            )
+    def update_state(self, iteration_context: Any) -> None:
+        if getattr(iteration_context, "final", False) is True:
+            return
+        iteration = self.iteration_state.get("iteration_count", 0)
+        if iteration < self.elimination_delay:
+            return
+        ranking = list((iteration_context.synthesis or {}).get("ranking") or [])
+        if not ranking:
+            return  # nothing to go by (the arbiter did not rank)
+        eliminated: set[str] = self.iteration_state.setdefault("eliminated_models", set())
+        responses = [
+            response
+            for response in iteration_context.model_responses
+            if response.get("model") not in eliminated and response.get("id") is not None
+        ]
+        active = list(dict.fromkeys(response["model"] for response in responses))
+        wanted = max(self.eliminate_count, int(len(active) * self.eliminate_fraction))
+        count = min(wanted, len(active) - self.keep_minimum)
+        dropped: list[str] = []
+        for response in self.worst_first(responses, ranking):
+            if len(dropped) >= count:
+                break
+            if response["model"] not in dropped:
+                dropped.append(response["model"])
+        for response in responses:
+            if response["model"] in dropped:
+                response["eliminated"] = True
+                rid = response.get("id")
+                response["eliminated_rank"] = ranking.index(rid) + 1 if rid in ranking else None
+        eliminated.update(dropped)

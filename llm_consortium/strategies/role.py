@@ -1,24 +1,22 @@
 """The ``role`` strategy: every member instance argues from its own role.
 
-Member *i* (config order, 0-based) gets the *i*-th role. Once the roles run
-out, each further member gets a generated personality — a trait matrix drawn
-from ``random.Random(seed + i)`` — or, with ``use_dynamic_personalities`` off,
-the roles are reused in turn. A role depends only on the member and the seed
-(the ``seed`` parameter, else one derived from the run id), so it is the same
-in every iteration, the same whatever order members are called in, and the
-same when a run is repeated with the same seed.
+Roles are assigned as the original assigns them: the *k*-th member instance
+to be prompted (config order: model order, then instance) gets the *k*-th
+role. Once the roles run out, each further instance gets a generated
+personality — a trait matrix drawn from ``random.Random(seed + k)`` — or,
+with ``use_dynamic_personalities`` off, no role at all. A role is kept for
+the whole run. The seed is the ``seed`` parameter, else one derived from the
+run id, so a run repeated with the same seed assigns the same roles.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import Member
-from .base import Param, Strategy, StrategyContext
+from .base import ConsortiumStrategy, Param
 
 BUILTIN_ROLES: dict[str, str] = {
     "generator": (
@@ -97,7 +95,7 @@ def seed_from_run_id(run_id: str) -> int:
     return int.from_bytes(hashlib.sha256(run_id.encode("utf-8")).digest()[:8], "big")
 
 
-class RoleStrategy(Strategy):
+class RoleStrategy(ConsortiumStrategy):
     """Gives each member instance a distinct role in its system prompt."""
 
     name = "role"
@@ -105,7 +103,7 @@ class RoleStrategy(Strategy):
         "Assign distinct roles or generated personalities to member instances "
         "(in their system prompts) to avoid groupthink."
     )
-    params = (
+    parameters = (
         Param(
             "roles",
             "list",
@@ -117,7 +115,7 @@ class RoleStrategy(Strategy):
             "use_dynamic_personalities",
             "bool",
             True,
-            "When roles run out, generate trait-matrix personalities (else reuse the roles).",
+            "When roles run out, generate trait-matrix personalities (else no role).",
         ),
         Param(
             "seed",
@@ -127,23 +125,55 @@ class RoleStrategy(Strategy):
         ),
     )
 
-    def __init__(self, params: Mapping[str, Any], context: StrategyContext) -> None:
-        super().__init__(params, context)
-        self.roles = [parse_role(text) for text in self.options["roles"] or DEFAULT_ROLES]
-        seed = self.options["seed"]
-        self.seed = seed_from_run_id(context.run_id) if seed is None else seed
+    def _validate_params(self) -> None:
+        self.role_list = [parse_role(text) for text in self.params["roles"] or DEFAULT_ROLES]
 
-    def role_for(self, member: Member) -> Role:
-        """Computed from the member alone: no state shared between threads."""
-        if member.index < len(self.roles):
-            return self.roles[member.index]
-        if self.options["use_dynamic_personalities"]:
-            return personality(random.Random(self.seed + member.index))
-        return self.roles[member.index % len(self.roles)]
+    def _seed(self) -> int:
+        if self.seed is not None:
+            return int(self.seed)
+        run_id = getattr(self.orchestrator, "consortium_id", None)
+        return seed_from_run_id(run_id) if isinstance(run_id, str) else 0
 
-    def member_system_prompt(self, member: Member, base: str | None) -> str | None:
-        role = self.role_for(member).prompt
-        return f"{base}\n\n{role}" if base else role
+    def initialize_state(self) -> None:
+        super().initialize_state()
+        self.iteration_state["assigned_roles"] = {}
+        self.iteration_state["role_labels"] = {}
 
-    def member_role(self, member: Member) -> str | None:
-        return self.role_for(member).label
+    def role_for(self, model: str, instance: int) -> Role | None:
+        """The instance's role, assigned on first request (see the module docstring)."""
+        key = f"{model}-{instance}"
+        assigned = self.iteration_state.setdefault("assigned_roles", {})
+        labels = self.iteration_state.setdefault("role_labels", {})
+        if key not in assigned:
+            position = len(assigned)
+            role: Role | None = None
+            if position < len(self.role_list):
+                role = self.role_list[position]
+            elif self.use_dynamic_personalities:
+                role = personality(random.Random(self._seed() + position))
+            assigned[key] = role.prompt if role else ""
+            labels[key] = role.label if role else None
+        label = labels.get(key)
+        return Role(label, assigned[key]) if label else None
+
+    def select_models(
+        self, available_models: dict[str, int], current_prompt: str, iteration: int
+    ) -> dict[str, int]:
+        return dict(available_models)
+
+    def get_instance_system_prompt(
+        self, model: str, instance: int, default_prompt: str | None
+    ) -> str | None:
+        role = self.role_for(model, instance)
+        if role is None:
+            return default_prompt
+        return f"{default_prompt}\n\n{role.prompt}" if default_prompt else role.prompt
+
+    def process_responses(
+        self, successful_responses: list[dict[str, Any]], iteration: int
+    ) -> list[dict[str, Any]]:
+        return successful_responses
+
+    def instance_role(self, model: str, instance: int) -> str | None:
+        role = self.role_for(model, instance)
+        return role.label if role else None

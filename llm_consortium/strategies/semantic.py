@@ -1,51 +1,43 @@
-"""The ``semantic`` strategy: embed every answer, cluster, keep the consensus.
+"""The ``semantic`` strategy (``SemanticClusteringStrategy``): embed every
+answer, cluster, keep the consensus.
 
 Per iteration:
 
 1. Every successful member's answer (its ``<answer>`` text, else the whole
-   reply) is embedded in one batched call to the configured backend
-   (``embedding_backend`` / ``embedding_model`` of the consortium; see
-   :mod:`llm_consortium.embeddings`). A blank answer is not sent; it gets a
-   zero vector, which has no direction and is therefore always noise.
-2. The geometric confidence of all the answers is computed
-   (:func:`llm_consortium.geometry.geometric_confidence`) and the answers are
-   clustered with ``clustering_algorithm`` (:func:`llm_consortium.clustering.cluster`).
-   Both use one distance, ``d = (1 - cos) / 2`` in [0, 1] (0 = same
-   direction, 0.5 = orthogonal, 1 = opposite); ``eps`` is on that scale.
+   reply) is embedded through the orchestrator's embedding service
+   (``get_embedding_service()``: the consortium's ``embedding_backend`` /
+   ``embedding_model``, see :mod:`llm_consortium.embeddings`) in one batched
+   call. A blank answer is not sent; it gets a zero vector, which has no
+   direction and is therefore always noise.
+2. The answers are clustered with ``clustering_algorithm``
+   (:func:`llm_consortium.clustering.cluster`). ``eps`` is on
+   scikit-learn's cosine scale, ``1 - cos`` (as the original's
+   ``DBSCAN(metric="cosine")``), for dbscan, hdbscan and tropical alike.
 3. Only the consensus cluster (the largest; ties go to the tighter one) is
-   passed to the arbiter. When every answer is noise, all of them are passed
-   and the run records ``all_noise``.
+   passed to the arbiter. When every answer is noise, all of them are.
 
-What it hands the store (as values: ``ResponseEmbedding`` per answer,
-``ClusterSummary`` per cluster, or, when everything is noise, one with label
--1 and ``all_noise`` holding every answer) and the arbiter decision's
-``geometric_confidence``, ``centroid_vector`` (the mean of all the answers'
-vectors) and outliers (member ids). Each member result's ``extra`` gets ``semantic_cluster`` (-1 = noise),
-``in_consensus`` and ``semantic_outlier``.
+Each response dict gets ``embedding``, ``cluster_id`` (-1 = noise) and
+``distance_to_centroid`` ((1 - cos)/2 to the consensus centroid; 1.0 outside
+it), as in the original. The strategy stores nothing itself: the
+orchestrator records the embeddings, the clusters (density = 1 - mean
+distance) and the geometric confidence of the answers passed on.
 
-The backend is opened when the first iteration starts, before any member is
-prompted: a missing extra, credential or model fails the run at once (the run
-is recorded as failed), and so does any embedding error later. There is no
-fallback to another backend or to "all answers".
-
+The embedding backend is checked when the first iteration starts, before any
+member is prompted: a missing extra, credential or model fails the run at
+once, and so does any embedding error later. There is no fallback.
 numpy and scikit-learn are imported only when a run uses this strategy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import CLUSTERING_ALGORITHMS, EMBEDDING_BACKENDS
 from ..errors import ConfigError, ConsortiumError, RunFailed
-from .base import Param, Strategy, StrategyContext, StrategyOutcome
+from .base import ConsortiumStrategy, Param
 
 if TYPE_CHECKING:
-    from ..clustering import ClusteringResult
     from ..config import ConsortiumConfig
-    from ..embeddings import EmbeddingBackend
-    from ..geometry import GeometricSummary
-    from ..results import ClusterSummary, Member, MemberResult, ResponseEmbedding
 
 NEEDS_BACKEND = (
     "The semantic strategy needs an embedding backend: add --embedding-backend "
@@ -54,15 +46,17 @@ NEEDS_BACKEND = (
 )
 
 
-def embedding_text(result: MemberResult) -> str:
+def embedding_text(response: dict[str, Any]) -> str:
     """The text embedded for a member: its answer, else its whole reply."""
-    return (result.answer or "").strip() or (result.text or "").strip()
+    return str(response.get("answer") or "").strip() or str(response.get("response") or "").strip()
 
 
-class SemanticStrategy(Strategy):
+class SemanticClusteringStrategy(ConsortiumStrategy):
+    """Cluster response embeddings and keep the densest consensus region."""
+
     name = "semantic"
     description = "Cluster response embeddings and keep the densest semantic consensus region."
-    params = (
+    parameters = (
         Param(
             "clustering_algorithm",
             "str",
@@ -75,10 +69,10 @@ class SemanticStrategy(Strategy):
             "eps",
             "float",
             0.5,
-            "Neighbourhood radius on the (1 - cos)/2 distance scale, 0 < eps <= 1 "
-            "(0.5 = orthogonal; real embedding models usually need 0.1-0.25).",
+            "Neighbourhood radius on scikit-learn's cosine scale, 1 - cos, 0 < eps <= 2 "
+            "(0.5: answers with cosine similarity of at least 0.5 are neighbours).",
             min=0.0,
-            max=1.0,
+            max=2.0,
         ),
         Param(
             "min_samples",
@@ -96,18 +90,12 @@ class SemanticStrategy(Strategy):
         ),
     )
 
-    def __init__(self, params: Mapping[str, Any], context: StrategyContext) -> None:
-        super().__init__(params, context)
-        self._backend: EmbeddingBackend | None = None
-
-    # -- validation ---------------------------------------------------------
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         eps = params["eps"]
-        if not 0.0 < eps <= 1.0:  # also refuses NaN
+        if not 0.0 < eps <= 2.0:
             raise ConfigError(
-                f"Invalid strategy parameter 'eps': {eps} is not in (0, 1] "
-                "(the distance scale is (1 - cos)/2: 0.5 = orthogonal)"
+                f"Invalid strategy parameter 'eps': eps must be in (0, 2] on the 1 - cos scale, got {eps}"
             )
 
     @classmethod
@@ -115,176 +103,78 @@ class SemanticStrategy(Strategy):
         if not config.embedding_backend:
             raise ConfigError(NEEDS_BACKEND)
 
-    # -- the run ------------------------------------------------------------
-    def select_members(self, members: list[Member], iteration: int) -> list[Member]:
-        self.backend()  # fail before any member is prompted
-        return list(members)
+    def initialize_state(self) -> None:
+        super().initialize_state()
+        self.iteration_state["checked"] = False
 
-    def backend(self) -> EmbeddingBackend:
-        """The run's embedding backend, opened (and checked) on first use."""
-        if self._backend is None:
-            self._backend = self._open_backend()
-        return self._backend
+    def service(self) -> Any:
+        """The orchestrator's embedding service, checked once per run."""
+        from ..embeddings import import_optional
 
-    def _open_backend(self) -> EmbeddingBackend:
-        from ..embeddings import get_backend, import_optional
-
-        config = self.context.config
-        if not config.embedding_backend:
-            raise RunFailed(NEEDS_BACKEND)
         try:
-            import_optional("numpy")
-            if self.options["clustering_algorithm"] != "tropical":
-                import_optional("sklearn.cluster", "scikit-learn")
-            return get_backend(config.embedding_backend, config.embedding_model)
+            service = self.orchestrator.get_embedding_service()
+            if not self.iteration_state.get("checked"):
+                import_optional("numpy")
+                if self.clustering_algorithm != "tropical":
+                    import_optional("sklearn.cluster", "scikit-learn")
+                check = getattr(service, "check", None)
+                if check is not None:
+                    check()
+                self.iteration_state["checked"] = True
         except (ConsortiumError, ValueError) as ex:
             raise RunFailed(f"Semantic strategy: {ex}") from None
+        return service
+
+    def select_models(
+        self, available_models: dict[str, int], current_prompt: str, iteration: int
+    ) -> dict[str, int]:
+        self.service()  # fail before any member is prompted
+        return dict(available_models)
 
     def process_responses(
-        self, responses: list[MemberResult], iteration: int
-    ) -> StrategyOutcome:
+        self, successful_responses: list[dict[str, Any]], iteration: int
+    ) -> list[dict[str, Any]]:
+        if not successful_responses:
+            return []
         from ..clustering import cluster
-        from ..geometry import geometric_confidence
+        from ..geometry import cosine_distance
 
-        vectors = self._embed(responses, iteration)
         try:
-            summary = geometric_confidence(vectors)
+            vectors = self._embed(successful_responses)
             grouping = cluster(
-                vectors,
-                self.options["clustering_algorithm"],
-                eps=self.options["eps"],
-                min_samples=self.options["min_samples"],
+                [list(map(float, vector)) for vector in vectors],
+                self.clustering_algorithm,
+                eps=self.eps,
+                min_samples=self.min_samples,
             )
         except (ConsortiumError, ValueError) as ex:
             raise RunFailed(f"Semantic strategy, iteration {iteration}: {ex}") from None
-        chosen = self._chosen(vectors, summary, grouping)
-        self._mark(responses, summary, grouping)
-        telemetry = {
-            "geometric_confidence": summary.confidence,
-            "centroid_vector": summary.centroid,
-            "outliers": [responses[index].member.id for index in summary.outliers],
-            "embeddings": self._embeddings(responses, vectors),
-            "clusters": self._clusters(responses, vectors, summary, grouping),
-            "semantic": self._notes(responses, grouping, chosen),
-        }
-        return StrategyOutcome([responses[index] for index in chosen], telemetry)
+        consensus = grouping.consensus
+        for response, vector, label in zip(successful_responses, vectors, grouping.labels):
+            response["embedding"] = vector
+            response["cluster_id"] = label
+            response["distance_to_centroid"] = (
+                cosine_distance(vector, consensus.centroid)
+                if consensus is not None and label == consensus.label
+                else 1.0
+            )
+        if consensus is None:
+            return successful_responses
+        chosen = [successful_responses[index] for index in consensus.members]
+        if self.use_centroid_synthesis:
+            chosen.sort(key=lambda response: response["distance_to_centroid"])
+        return chosen
 
-    # -- steps ----------------------------------------------------------------
-    def _embed(self, responses: list[MemberResult], iteration: int) -> list[list[float]]:
-        """One vector per response, in order, from one batched backend call."""
-        from ..embeddings import EmbeddingError
+    def _embed(self, responses: list[dict[str, Any]]) -> list[Any]:
+        """One vector per response, in order, from one batched call."""
+        from ..embeddings import import_optional
 
-        texts = [embedding_text(result) for result in responses]
+        np = import_optional("numpy")
+        texts = [embedding_text(response) for response in responses]
         wanted = [text for text in texts if text]
-        try:
-            embedded = self.backend().embed(wanted) if wanted else []
-        except EmbeddingError as ex:
-            raise RunFailed(f"Semantic strategy, iteration {iteration}: {ex}") from None
+        embedded = list(self.service().embed_batch(wanted)) if wanted else []
         dimensions = len(embedded[0]) if embedded else 1
         found = iter(embedded)
-        return [next(found) if text else [0.0] * dimensions for text in texts]
-
-    def _chosen(
-        self,
-        vectors: list[list[float]],
-        summary: GeometricSummary,
-        grouping: ClusteringResult,
-    ) -> list[int]:
-        """Indices of the responses for the arbiter, in the order given."""
-        from ..geometry import cosine_distance
-
-        if grouping.consensus is None:
-            indices, center = list(range(len(vectors))), summary.centroid
-        else:
-            indices, center = list(grouping.consensus.members), grouping.consensus.centroid
-        if self.options["use_centroid_synthesis"]:
-            indices.sort(key=lambda index: (cosine_distance(vectors[index], center), index))
-        return indices
-
-    def _mark(
-        self,
-        responses: list[MemberResult],
-        summary: GeometricSummary,
-        grouping: ClusteringResult,
-    ) -> None:
-        consensus = set(grouping.consensus.members) if grouping.consensus else set()
-        outliers = set(summary.outliers)
-        for index, result in enumerate(responses):
-            result.extra.update(
-                semantic_cluster=grouping.labels[index],
-                in_consensus=index in consensus,
-                semantic_outlier=index in outliers,
-            )
-
-    def _embeddings(
-        self, responses: list[MemberResult], vectors: list[list[float]]
-    ) -> list[ResponseEmbedding]:
-        from ..results import ResponseEmbedding
-
-        backend = self.backend()
         return [
-            ResponseEmbedding(result, vector, backend.name, backend.model)
-            for result, vector in zip(responses, vectors)
+            np.asarray(next(found), dtype=float) if text else np.zeros(dimensions) for text in texts
         ]
-
-    def _clusters(
-        self,
-        responses: list[MemberResult],
-        vectors: list[list[float]],
-        summary: GeometricSummary,
-        grouping: ClusteringResult,
-    ) -> list[ClusterSummary]:
-        """Density is 1 - mean distance to the centroid (the original's)."""
-        from ..clustering import NOISE
-        from ..results import ClusterSummary
-
-        ids = [result.member.id for result in responses]
-        if grouping.all_noise:
-            return [
-                ClusterSummary(
-                    label=NOISE,
-                    centroid=summary.centroid,
-                    radius=max(summary.distances),
-                    density=1.0 - summary.mean_distance,
-                    member_ids=ids,
-                    algorithm=grouping.algorithm,
-                    all_noise=True,
-                )
-            ]
-        return [
-            ClusterSummary(
-                label=found.label,
-                centroid=found.centroid,
-                radius=found.radius,
-                density=1.0 - found.mean_distance,
-                member_ids=[ids[index] for index in found.members],
-                algorithm=grouping.algorithm,
-                is_consensus=found is grouping.consensus,
-            )
-            for found in grouping.clusters
-        ]
-
-    def _notes(
-        self,
-        responses: list[MemberResult],
-        grouping: ClusteringResult,
-        chosen: Sequence[int],
-    ) -> dict[str, Any]:
-        from ..clustering import NOISE
-
-        backend = self.backend()
-        ids = [result.member.id for result in responses]
-        return {
-            "backend": backend.name,
-            "embedding_model": backend.model,
-            "algorithm": grouping.algorithm,
-            "eps": self.options["eps"],
-            "min_samples": self.options["min_samples"],
-            "labels": dict(zip(ids, grouping.labels)),
-            "consensus": [ids[index] for index in grouping.consensus.members]
-            if grouping.consensus
-            else [],
-            "noise": [ids[i] for i, label in enumerate(grouping.labels) if label == NOISE],
-            "all_noise": grouping.all_noise,
-            "selected": [ids[index] for index in chosen],
-        }

@@ -6,7 +6,7 @@ is normalised — lowercased, punctuation removed, white space collapsed, cut to
 Groups are built greedily in config order: an answer joins the group whose
 first answer it resembles most (ratio ≥ ``similarity_threshold``), otherwise it
 starts a new group. The largest group goes to the arbiter; on a tie, the group
-whose first member comes first in config order.
+whose first member comes first.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import difflib
 import re
 from typing import Any
 
-from ..errors import RunFailed
-from ..results import MemberResult
-from .base import Param, Strategy, StrategyOutcome
+from .base import ConsortiumStrategy, Param
 
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _SPACE = re.compile(r"\s+")
@@ -33,20 +31,20 @@ def similarity(first: str, second: str) -> float:
     return difflib.SequenceMatcher(None, first, second).ratio()
 
 
-class VotingStrategy(Strategy):
+class VotingStrategy(ConsortiumStrategy):
     """Passes the largest group of similar answers to the arbiter.
 
     ``require_majority``: the largest group must hold more than half of the
     successful responses, otherwise there is no consensus. With no consensus,
-    ``fallback_to_all`` sends every response to the arbiter; without it the
-    run fails with a message saying so.
+    ``fallback_to_all`` sends every response to the arbiter; without it none
+    is sent, and the run fails saying so.
     """
 
     name = "voting"
     description = (
         "Group similar answers and pass the largest group (the consensus) to the arbiter."
     )
-    params = (
+    parameters = (
         Param(
             "similarity_threshold",
             "float",
@@ -72,59 +70,71 @@ class VotingStrategy(Strategy):
             "fallback_to_all",
             "bool",
             True,
-            "Without consensus, send every answer to the arbiter (else the run fails).",
+            "Without consensus, send every answer to the arbiter (else none: the run fails).",
         ),
     )
 
-    def group(self, responses: list[MemberResult]) -> list[list[MemberResult]]:
-        """Groups of similar answers, each in config order, groups in order of
-        their first member."""
-        length = self.options["answer_length"]
-        threshold = self.options["similarity_threshold"]
-        groups: list[list[MemberResult]] = []
+    def initialize_state(self) -> None:
+        super().initialize_state()
+        self.iteration_state.update(voting_history=[], consensus_count=0, no_consensus_count=0)
+
+    def select_models(
+        self, available_models: dict[str, int], current_prompt: str, iteration: int
+    ) -> dict[str, int]:
+        return dict(available_models)
+
+    def group(self, responses: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Groups of similar answers, each in the order given, groups in order
+        of their first member."""
+        groups: list[list[dict[str, Any]]] = []
         heads: list[str] = []
-        for result in responses:
-            text = normalise_answer(result.answer or result.text or "", length)
+        for response in responses:
+            text = normalise_answer(
+                response.get("answer") or response.get("response") or "", self.answer_length
+            )
             scores = [similarity(head, text) for head in heads]
             best = max(range(len(scores)), key=lambda i: (scores[i], -i), default=None)
-            if best is not None and scores[best] >= threshold:
-                groups[best].append(result)
-                result.extra["similarity_to_group"] = round(scores[best], 4)
+            if best is not None and scores[best] >= self.similarity_threshold:
+                groups[best].append(response)
+                response["similarity_to_group"] = round(scores[best], 4)
             else:
-                groups.append([result])
+                groups.append([response])
                 heads.append(text)
-                result.extra["similarity_to_group"] = 1.0
+                response["similarity_to_group"] = 1.0
         return groups
 
     def process_responses(
-        self, responses: list[MemberResult], iteration: int
-    ) -> StrategyOutcome:
-        groups = self.group(responses)
-        largest = max(groups, key=len, default=[])  # max keeps the first on ties
-        total = len(responses)
-        consensus = bool(largest) and (
-            len(largest) * 2 > total if self.options["require_majority"] else True
+        self, successful_responses: list[dict[str, Any]], iteration: int
+    ) -> list[dict[str, Any]]:
+        if not successful_responses:
+            return []
+        state = self.iteration_state
+        for key, empty in (("voting_history", []), ("consensus_count", 0), ("no_consensus_count", 0)):
+            state.setdefault(key, empty)
+        groups = self.group(successful_responses)
+        largest = max(groups, key=len)  # max keeps the first on ties
+        total = len(successful_responses)
+        consensus = len(largest) * 2 > total if self.require_majority else True
+        state["voting_history"].append(
+            {
+                "iteration": iteration,
+                "groups": [[response.get("id") for response in group] for group in groups],
+                "selected_group_size": len(largest),
+                "total_responses": total,
+                "consensus": consensus,
+            }
         )
-        chosen = {result.member.id for result in largest} if consensus else set()
-        for result in responses:
-            result.extra.update(
-                voting_selected=result.member.id in chosen,
+        state["consensus_count" if consensus else "no_consensus_count"] += 1
+        chosen = largest if consensus else []
+        for number, group in enumerate(groups):
+            for response in group:
+                response["voting_group"] = number
+        for response in successful_responses:
+            response.update(
+                voting_selected=any(response is member for member in chosen),
                 voting_group_size=len(largest),
                 voting_total=total,
             )
-        telemetry: dict[str, Any] = {
-            "voting": {
-                "groups": [[result.member.id for result in group] for group in groups],
-                "largest_group": [result.member.id for result in largest],
-                "consensus": consensus,
-                "fell_back_to_all": not consensus and self.options["fallback_to_all"],
-            }
-        }
         if consensus:
-            return StrategyOutcome(list(largest), telemetry)
-        if self.options["fallback_to_all"]:
-            return StrategyOutcome(list(responses), telemetry)
-        raise RunFailed(
-            f"Voting found no consensus in iteration {iteration}: the largest group of similar "
-            f"answers has {len(largest)} of {total}, not a majority, and fallback_to_all is off"
-        )
+            return list(largest)
+        return list(successful_responses) if self.fallback_to_all else []
