@@ -11,7 +11,8 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 help:
 	@echo "make demo             install into .venv and run an offline consortium through llm"
 	@echo "make demo-eval        offline: a consortium of five 65%-accurate models against each of them"
-	@echo "make test             install dev dependencies into .venv and run the test suite"
+	@echo "make test             install dev dependencies into .venv and run the test suite (in parallel)"
+	@echo "make test-quick       the suite without the tests marked slow (subprocesses, terminals, HTTP)"
 	@echo "make test-compat      run the original plugin's 0.8.0 test suite against this package (a report)"
 	@echo "make test-embeddings  also run the sentence-transformers tests (installs torch, CPU)"
 	@echo "make test-llm-min     run the core tests against the lowest supported llm ($(LLM_MIN))"
@@ -61,9 +62,19 @@ demo: $(VENV)/.installed-base
 demo-eval: $(VENV)/.installed-base
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_eval.sh
 
+# Tests run in parallel (pytest-xdist). Much of the suite waits on real `llm`
+# processes, pseudo-terminals and a loopback HTTP server, so more workers than
+# cores pay off: 4 on a 2-core machine (6 is a little faster, but timing-sensitive
+# reliability tests then start to feel the contention).
+PYTEST_WORKERS ?= 4
+
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 	$(BIN)/cog --check docs/cli.md
+
+# Everything but the tests marked slow (real subprocesses, terminals, HTTP, a browser).
+test-quick: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 # The original plugin's own tests (from its 0.8.0 sdist), run against this
 # package. A report, not a gate: it prints how many pass and exits 0.

@@ -86,14 +86,15 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_strategy_params(items: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; a repeated key becomes a list; a bare KEY is true."""
+    """``KEY=VALUE`` pairs; a repeated key becomes a list; a bare KEY is ``True``
+    (true for a boolean parameter; other parameters say they need a value)."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not key:
             raise ConfigError(f"Invalid --strategy-param '{item}': expected KEY=VALUE")
-        parsed: Any = value.strip() if sep else "true"
+        parsed: Any = value.strip() if sep else True
         if key in params:
             existing = params[key]
             params[key] = [*existing, parsed] if isinstance(existing, list) else [existing, parsed]
@@ -317,6 +318,24 @@ def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None
             )
 
 
+def warn_missing_extras(name: str, config: ConsortiumConfig) -> None:
+    """Warn when the embedding backend a consortium was saved with cannot be
+    used here yet (its runs would fail at start)."""
+    if not config.embedding_backend:
+        return
+    from .embeddings import EXTRA_INSTALL_HINT, missing_packages
+
+    algorithm = (config.strategy_params or {}).get("clustering_algorithm")
+    missing = missing_packages(config.embedding_backend, algorithm)
+    if missing:
+        click.echo(
+            f"Warning: the {config.embedding_backend} embedding backend needs "
+            f"{', '.join(missing)}; runs of '{name}' will fail until it is installed: "
+            f"{EXTRA_INSTALL_HINT}",
+            err=True,
+        )
+
+
 def save_config(name: str, config: ConsortiumConfig) -> None:
     """Validate a new consortium against the models and saved consortia, then save it."""
     from .saved import check_no_cycle, load_configs
@@ -327,6 +346,7 @@ def save_config(name: str, config: ConsortiumConfig) -> None:
     check_name_free(name)
     check_no_cycle(name, config, others)
     warn_unknown_models(config, set(others) | {name})
+    warn_missing_extras(name, config)
     data = config.to_dict()
     data.pop("created_at", None)
     store.save_config(name, data)

@@ -49,6 +49,7 @@ class IterationFinished:
     iteration: int
     decision: Decision
     final: bool
+    reason: str = ""  # why the run stops here, or why another iteration follows
 
 
 @dataclass

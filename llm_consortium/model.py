@@ -6,8 +6,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Optional
 
+import click
 import llm
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .config import ConsortiumConfig
 from .errors import ConsortiumError, RunFailed
@@ -46,6 +47,13 @@ ATTACHMENT_TYPES = frozenset(
 KEPT_CONVERSATIONS = 16
 
 
+class UnknownOptionError(click.UsageError, llm.ModelError):
+    """``-o NAME`` that a consortium does not take. Raised from option
+    validation as a click error (not a ``ValueError``, which pydantic would turn
+    into ``llm``'s two-line report), so ``llm`` prints one line and exits 2;
+    from Python it is an ``llm.ModelError`` like the consortium's other errors."""
+
+
 class ConsortiumModel(llm.Model):
     can_stream = True
     attachment_types = ATTACHMENT_TYPES
@@ -72,6 +80,18 @@ class ConsortiumModel(llm.Model):
         retries: Optional[int] = Field(
             default=None, description="Retries for transient member or arbiter failures", ge=0
         )
+
+        @model_validator(mode="before")
+        @classmethod
+        def _known_options_only(cls, data: object) -> object:
+            if isinstance(data, dict):
+                unknown = [key for key in data if key not in cls.model_fields]
+                if unknown:
+                    valid = ", ".join(cls.model_fields)
+                    raise UnknownOptionError(
+                        f"Unknown option '{unknown[0]}' for a consortium; valid options: {valid}"
+                    )
+            return data
 
     def __init__(self, model_id: str, config: ConsortiumConfig) -> None:
         self.model_id = str(model_id)

@@ -43,6 +43,7 @@ from .results import (
     members_from_models,
 )
 from .db import Store, shared_store
+from .stopping import IterationVerdict, judge_iteration
 
 Turn = tuple[str, str]
 # Member results that arrive within this many seconds are stored together.
@@ -318,14 +319,19 @@ class Run:
             self.output_tokens = (self.output_tokens or 0) + output_tokens
 
     def _is_final(self, iteration: int, confidence: float | None, needs_iteration: bool | None) -> bool:
+        return self.verdict(iteration, confidence, needs_iteration).final
+
+    def verdict(
+        self, iteration: int, confidence: float | None, needs_iteration: bool | None
+    ) -> IterationVerdict:
         config = self.config
-        if iteration >= config.max_iterations:
-            return True
-        return (
-            iteration >= config.minimum_iterations
-            and confidence is not None
-            and confidence >= config.confidence_threshold
-            and not needs_iteration
+        return judge_iteration(
+            iteration,
+            confidence,
+            needs_iteration,
+            threshold=config.confidence_threshold,
+            min_iterations=config.minimum_iterations,
+            max_iterations=config.max_iterations,
         )
 
     def _resolve_models(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -415,7 +421,10 @@ class Run:
                 decisions.append(decision)
                 # A synthesis already streamed to the user cannot be taken
                 # back: its iteration is the final one.
-                final = streamed or self._is_final(iteration, decision.confidence, decision.needs_iteration)
+                verdict = self.verdict(iteration, decision.confidence, decision.needs_iteration)
+                if streamed and not verdict.final:
+                    verdict = IterationVerdict(True, "the synthesis was already streamed")
+                final = verdict.final
                 context = IterationContext(
                     synthesis=decision.to_dict(),
                     model_responses=[result.to_dict() for result in results],
@@ -437,7 +446,7 @@ class Run:
                 self.store.record_progress(
                     self.run_id, iteration, decision.confidence, self.input_tokens, self.output_tokens
                 )
-                yield IterationFinished(iteration, decision, final)
+                yield IterationFinished(iteration, decision, final, verdict.reason)
                 if final:
                     break
             assert decision is not None

@@ -1,7 +1,7 @@
 """What a run tells the person at the terminal, on stderr only.
 
 * Member failures are always reported, one line each.
-* Live progress — iteration k of max, members answered / total and failures,
+* Live progress — iteration k of max, members finished / total and failures,
   the arbiter at work, the confidence reached — is drawn with ``rich`` only
   when stderr is a terminal (not ``TERM=dumb``) and ``LLM_CONSORTIUM_QUIET``
   is not set. It is transient: it disappears before the answer is written.
@@ -158,7 +158,7 @@ class Reporter:
             self.iteration = event.iteration
             self.max_iterations = event.max_iterations
             self._failures = 0
-            self._status(f"{self._where()} · 0/{len(event.members)} members answered")
+            self._status(f"{self._where()} · 0/{len(event.members)} members finished")
         elif isinstance(event, MemberFinished):
             self._member_finished(event)
         elif isinstance(event, ArbiterStarted):
@@ -178,18 +178,14 @@ class Reporter:
                 style="yellow",
             )
         failed = f" · {self._failures} failed" if self._failures else ""
-        self._status(f"{self._where()} · {event.done}/{event.total} members answered{failed}")
+        self._status(f"{self._where()} · {event.done}/{event.total} members finished{failed}")
 
     def _iteration_finished(self, event: IterationFinished) -> None:
         confidence = f"confidence {event.decision.confidence:.2f}"
         if event.final:
             self._status(f"{self._where()} · {confidence} · done")
             return
-        reason = (
-            "the arbiter asked for another iteration"
-            if event.decision.needs_iteration
-            else "iterating again"
-        )
+        reason = f"iterating again ({event.reason})" if event.reason else "iterating again"
         if self.live and not self._finished:
             self._line(f"{self._where()}: {confidence}, {reason}", style="cyan")
         self._status(f"{self._where()} · {confidence} · {reason}")

@@ -16,6 +16,7 @@ import click
 
 from .cli import friendly_errors
 from .db import json_column
+from .stopping import judge_iteration
 
 SINCE_HELP = "Only runs since this date (YYYY-MM-DD or ISO timestamp, UTC)"
 
@@ -254,9 +255,42 @@ def _print_decision(
         for area in areas:
             echo(f"      - {area}")
     echo(f"    Needs iteration: {bool(decision.get('needs_iteration'))}")
+    why = _why_the_run_went_on_or_stopped(decision, number, details)
+    if why:
+        echo(f"    {why}")
     echo("    Synthesis:")
     for line in (decision.get("synthesis") or "").splitlines():
         echo(f"      {line}")
+
+
+def _why_the_run_went_on_or_stopped(
+    decision: dict[str, Any], number: int, details: dict[str, Any]
+) -> str | None:
+    """"Another iteration: <why>" or "Stopped: <why>" for a judged iteration,
+    by the same rule the run followed (``stopping.judge_iteration``)."""
+    run = details["run"]
+    later = any(row["iteration"] > number for row in details["decisions"])
+    if not later and run.get("status") != "success":
+        return None  # the run ended for another reason (failed, interrupted)
+    config = run.get("config_json") or {}  # decoded by db.py
+    threshold, max_iterations = run.get("confidence_threshold"), run.get("max_iterations")
+    if threshold is None or max_iterations is None:
+        return None  # a row from before these were recorded
+    verdict = judge_iteration(
+        number,
+        decision.get("confidence"),
+        bool(decision.get("needs_iteration")),
+        threshold=float(threshold),
+        min_iterations=int(config.get("minimum_iterations") or 1),
+        max_iterations=int(max_iterations),
+    )
+    if later and not verdict.final:
+        return f"Another iteration: {verdict.reason}"
+    if not later and verdict.final:
+        return f"Stopped: {verdict.reason}"
+    if not later:
+        return "Stopped: the synthesis was already streamed"
+    return None
 
 
 def _cluster_text(row: dict[str, Any]) -> str:
@@ -421,7 +455,10 @@ def register(consortium: click.Group) -> None:
         from .leaderboard import format_table, leaderboard
         from .db import shared_store
 
-        rows = leaderboard(shared_store(), since=since, consortium=consortium_name)
+        store = shared_store()
+        rows = leaderboard(store, since=since, consortium=consortium_name)
+        if consortium_name and not rows:
+            store.config_row(consortium_name)  # NotFoundError: neither saved nor in any run
         if json_output:
             click.echo(json.dumps(rows, indent=2))
         elif not rows:
@@ -457,11 +494,16 @@ def register(consortium: click.Group) -> None:
             llm consortium visualize 3f2a9c -o run.html --cdn --open
         """
         from .db import shared_store
-        from .visualize import write_run_page
+        from .visualize import CDN_NOTE, write_run_page
 
         path = write_run_page(shared_store(), run_id, output, cdn=cdn)
         click.echo(str(path))
+        if cdn:
+            click.echo(CDN_NOTE, err=True)
         if open_browser:
             import webbrowser
 
-            webbrowser.open(path.resolve().as_uri())
+            if not webbrowser.open(path.resolve().as_uri()):
+                raise click.ClickException(
+                    f"No web browser found to open {path}; the page is written, open it yourself"
+                )

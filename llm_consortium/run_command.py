@@ -34,6 +34,11 @@ def read_attachment(value: str, mimetype: str | None = None) -> Any:
         if not path.is_file():
             raise ConfigError(f"Attachment {value} does not exist")
         attachment = llm.Attachment(type=mimetype, path=str(path.resolve()))
+        if mimetype is None and not attachment.resolve_type():
+            # llm sniffs the content, which cannot recognise CSV or Markdown: go by the name.
+            import mimetypes
+
+            attachment.type = mimetypes.guess_type(path.name)[0]
     if mimetype is None and attachment.url is None and not attachment.resolve_type():
         raise ConfigError(f"Could not determine the type of attachment {value}; use --at PATH TYPE")
     return attachment

@@ -28,6 +28,21 @@ SYMBOLS = (
     "star", "hexagon", "triangle-down", "pentagon", "hourglass", "bowtie",
 )
 EXCERPT_CHARS = 280
+ONE_ITERATION_COLOUR = "#3b528b"  # a Viridis blue
+CDN_NOTE = (
+    "Note: the page loads plotly.js from cdn.plot.ly, so it needs an internet connection; "
+    "leave out --cdn for a page that works offline"
+)
+# Shown in a --cdn page when plotly.js could not be loaded (offline), instead of a blank page.
+CDN_FALLBACK = (
+    '<script>if (typeof Plotly === "undefined") {'
+    'var note = document.createElement("p"); note.id = "plotly-missing";'
+    'note.style.cssText = "font: 16px sans-serif; padding: 1em; color: #a00";'
+    'note.textContent = "plotly.js could not be loaded from cdn.plot.ly: this page needs an '
+    'internet connection. Write it without --cdn (llm consortium visualize) for a page that '
+    'works offline.";'
+    "document.body.insertBefore(note, document.body.firstChild);}</script>"
+)
 NO_EMBEDDINGS_NOTE = (
     "No response embeddings were stored for this run (the semantic strategy stores them), "
     "so only the confidence chart is shown."
@@ -167,7 +182,7 @@ def build_figure(details: dict[str, Any]) -> Any:
             rows=2,
             cols=1,
             row_heights=[0.68, 0.32],
-            vertical_spacing=0.1,
+            vertical_spacing=0.13,
             subplot_titles=("Response embeddings (PCA to 2-D)", "Confidence per iteration"),
         )
         _add_embeddings(go, figure, points, ratios)
@@ -200,8 +215,12 @@ def build_figure(details: dict[str, Any]) -> Any:
             )
         },
         height=height,
-        margin={"t": 140 if notes else 110},
-        legend={"groupclick": "toggleitem"},
+        margin={"t": 140 if notes else 110, "b": 150},
+        # Below the charts, so that the iteration colour bar on the right never covers it.
+        legend={
+            "groupclick": "toggleitem", "orientation": "h",
+            "x": 0, "xanchor": "left", "y": -0.12 if points else -0.25, "yanchor": "top",
+        },
         template="plotly_white",
     )
     return figure
@@ -212,6 +231,17 @@ def _add_embeddings(go: Any, figure: Any, points: list[Point], ratios: list[floa
     top = max(point.iteration for point in points)
     for index, model in enumerate(models):
         mine = [point for point in points if point.model == model]
+        if top > 1:  # colour = iteration, with a colour bar from 1 to the last iteration
+            colour: dict[str, Any] = {
+                "color": [point.iteration for point in mine],
+                "colorscale": "Viridis",
+                "cmin": 1,
+                "cmax": top,
+                "showscale": index == 0,
+                "colorbar": {"title": {"text": "Iteration"}, "dtick": 1, "len": 0.6, "y": 0.72},
+            }
+        else:  # one iteration: nothing for a colour bar to tell
+            colour = {"color": ONE_ITERATION_COLOUR}
         figure.add_trace(
             go.Scatter(
                 x=[point.x for point in mine],
@@ -226,12 +256,7 @@ def _add_embeddings(go: Any, figure: Any, points: list[Point], ratios: list[floa
                 marker={
                     "symbol": SYMBOLS[index % len(SYMBOLS)],
                     "size": 14,
-                    "color": [point.iteration for point in mine],
-                    "colorscale": "Viridis",
-                    "cmin": 1,
-                    "cmax": max(top, 2),
-                    "showscale": index == 0,
-                    "colorbar": {"title": {"text": "Iteration"}, "dtick": 1, "len": 0.6, "y": 0.72},
+                    **colour,
                     "line": {
                         "width": [3 if point.outlier else 1 for point in mine],
                         "color": ["#d62728" if point.outlier else "#333" for point in mine],
@@ -289,11 +314,13 @@ def write_run_page(
 
 def write_figure_page(figure: Any, path: pathlib.Path, cdn: bool = False) -> pathlib.Path:
     """A self-contained page (plotly.js embedded: works offline), or a small
-    one loading plotly.js from the web with ``cdn``. Also used by ``eval``."""
+    one loading plotly.js from the web with ``cdn`` (which says so on the page
+    when plotly.js cannot be loaded). Also used by ``eval``."""
+    page = figure.to_html(include_plotlyjs="cdn" if cdn else True, full_html=True)
+    if cdn:
+        page = page.replace("</body>", CDN_FALLBACK + "\n</body>", 1)
     try:
-        figure.write_html(
-            str(path), include_plotlyjs="cdn" if cdn else True, full_html=True, auto_open=False
-        )
+        path.write_text(page, encoding="utf-8")
     except OSError as ex:
         raise ConsortiumError(f"Cannot write {path}: {ex.strerror or ex}") from None
     return path

@@ -162,3 +162,20 @@ def test_consortium_run_missing_attachment_or_fragment_is_a_usage_error(cli, fak
     assert "does not exist" in missing_file.stderr
     assert "not found" in missing_fragment.stderr
     assert rows(user_dir, "select * from consortium_runs") == []
+
+
+def test_csv_attachments_reach_members_by_name_in_run_and_by_type_in_llm_m(cli, fakes, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("city,country\nParis,France\n")
+    models = {"sheet": {"answer": "Paris", "attachment_types": ["text/csv"]}, "judge": {"arbiter": True}}
+    with fakes(models):
+        # llm sniffs file contents and cannot tell CSV: `consortium run -a` goes by the name ...
+        run = cli("consortium", "run", "Which city?", "-m", "sheet", "--arbiter", "judge", "-a", str(table))
+        assert run.exit_code == 0, run.output
+        assert [call["attachments"] for call in CALLS["sheet"]] == [["text/csv"]]
+        # ... and `llm -m NAME` takes it with its type given, as the docs say.
+        assert cli("consortium", "save", "team", "-m", "sheet", "--arbiter", "judge").exit_code == 0
+        typed = cli("-m", "team", "--at", str(table), "text/csv", "Which city?")
+    assert typed.exit_code == 0, typed.output
+    assert typed.stdout == "Paris\n"
+    assert [call["attachments"] for call in CALLS["sheet"]] == [["text/csv"], ["text/csv"]]

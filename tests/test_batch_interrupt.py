@@ -13,6 +13,8 @@ import pytest
 from conftest import db_rows, fake_models, run_llm, write_fake_spec
 from test_interrupt import interrupt, start, wait_until
 
+pytestmark = pytest.mark.slow  # real `llm` processes sent Ctrl-C
+
 ROWS = 30
 CONCURRENCY = 2
 

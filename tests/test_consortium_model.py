@@ -3,6 +3,7 @@
 import json
 import sqlite3
 
+import llm
 import pytest
 
 from conftest import db_rows as rows, fake_models
@@ -288,3 +289,10 @@ def test_a_cycle_introduced_after_saving_is_refused_at_run_time(cli, fakes, user
             cli("-m", "second", "q")
     assert "would contain itself: second -> first -> second" in str(info.value)
     assert rows(user_dir, "select * from consortium_runs") == []
+
+
+def test_an_unknown_option_from_python_is_a_model_error_naming_the_valid_ones(cli, fakes):
+    with fakes({"alpha": {"answer": "A"}, "judge": {"arbiter": True}}):
+        assert cli("consortium", "save", "team", "-m", "alpha", "--arbiter", "judge").exit_code == 0
+        with pytest.raises(llm.ModelError, match="Unknown option 'temperature' for a consortium; valid options: max_iterations"):
+            llm.get_model("team").prompt("hi", temperature=0.5).text()

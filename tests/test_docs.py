@@ -65,3 +65,41 @@ def test_the_readme_is_short_and_its_doc_links_point_at_pages_that_exist():
     assert links, "the README links to the documentation"
     for link in links:
         assert (ROOT / link).exists(), link
+
+
+def test_the_offline_semantic_example_in_the_docs_is_what_the_commands_print(cli, fakes):
+    """docs/strategies.md shows the semantic strategy run with the offline
+    example models of docs/installation-and-usage.md; replay it."""
+    import json
+    import shlex
+
+    usage = (DOCS / "installation-and-usage.md").read_text()
+    specs = json.loads(re.search(r"fake_models.json\" <<'EOF'\n(.*?)\nEOF\n", usage, re.S).group(1))
+    page = (DOCS / "strategies.md").read_text()
+    example = page[page.index("**Offline, without any embedding library.**") :]
+    start = example.index("```\n") + 4
+    example = example[start : example.index("\n```\n", start)]
+    lines = example.replace("\\\n", "").splitlines()
+    commands = [line[2:] for line in lines if line.startswith("$ ")]
+    save, ask = (shlex.split(command)[1:] for command in commands[:2])
+    with fakes(specs):
+        saved = cli(*save)
+        assert saved.exit_code == 0, saved.output
+        assert saved.stdout in example
+        answer = cli(*ask)
+        assert answer.exit_code == 0, answer.output
+        assert f"\n{answer.stdout}" in example
+    def timeless(text):  # durations vary with the machine's load
+        return re.sub(r"\b\d+\.\ds\b", "N.Ns", text)
+
+    shown = timeless(cli("consortium", "run-info").stdout).splitlines()
+    documented = timeless(example[example.index("run-info | grep") :]).split("\n")[1:4]
+    assert documented and all(line in shown for line in documented)
+
+
+def test_what_the_docs_walkthroughs_create_is_ignored_by_git():
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    usage = (DOCS / "installation-and-usage.md").read_text()
+    assert 'LLM_USER_PATH="$PWD/.examples"' in usage  # the examples' own user directory
+    for created in (".examples/", ".demo/", "docs/_build/"):
+        assert created in ignored, created

@@ -407,6 +407,7 @@ def _require_installed():
         pytest.fail("run: .venv/bin/pip install -e tests/fake_models")
 
 
+@pytest.mark.slow
 def test_cli_uses_spec_file(isolated_user_dir, tmp_path):
     _require_installed()
     log = tmp_path / "log.jsonl"
@@ -427,6 +428,7 @@ def test_cli_uses_spec_file(isolated_user_dir, tmp_path):
     assert all(r["stream"] for r in records)
 
 
+@pytest.mark.slow
 def test_cli_env_spec_and_malformed_warning(isolated_user_dir, tmp_path):
     _require_installed()
     spec = tmp_path / "spec.json"

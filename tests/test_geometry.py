@@ -165,6 +165,7 @@ def test_pure_python_parts_work_without_numpy(monkeypatch):
     assert "numpy" in str(info.value)
 
 
+@pytest.mark.slow
 def test_importing_the_module_does_not_import_heavy_dependencies():
     heavy = ["numpy", "sklearn", "hdbscan", "openai", "sentence_transformers"]
     code = (

@@ -18,6 +18,8 @@ from llm_consortium import create_consortium
 from llm_consortium.events import MemberFinished
 from llm_consortium.db import Store
 
+pytestmark = pytest.mark.slow  # real `llm` processes sent signals
+
 MODELS = {
     "fast": {"answer": "42"},
     "slow": {"answer": "42", "hang": 60},

@@ -113,7 +113,7 @@ def test_counts_per_member_model_across_runs(cli):
     }
 
 
-def test_consortium_and_since_filters(cli):
+def test_consortium_and_since_filters(cli, fakes):
     hand_made_runs()
     rows, _ = board(cli, "--consortium", "elim-team")
     assert {model: row["responses"] for model, row in rows.items()} == {"alpha": 2, "beta": 2, "gamma": 1}
@@ -127,6 +127,12 @@ def test_consortium_and_since_filters(cli):
     rows, _ = board(cli, "--since", "2026-01-15")
     assert set(rows) == {"alpha", "beta", "gamma"} and rows["alpha"]["runs"] == 1
 
+    # A name that is neither saved nor in any run is an error ...
+    unknown = cli("consortium", "leaderboard", "--consortium", "nobody")
+    assert (unknown.exit_code, unknown.stdout, unknown.stderr) == (1, "", "Error: Consortium 'nobody' not found.\n")
+    # ... a saved consortium that has not run yet is not.
+    with fakes({"alpha": {}, "judge": {"arbiter": True}}):
+        assert cli("consortium", "save", "nobody", "-m", "alpha", "--arbiter", "judge").exit_code == 0
     assert board(cli, "--consortium", "nobody")[1] == []
     assert cli("consortium", "leaderboard", "--consortium", "nobody").stdout == "No member responses found.\n"
 

@@ -23,6 +23,8 @@ import pytest
 from conftest import LLM_BIN, write_fake_spec
 from llm_consortium.db import shared_store
 
+pytestmark = pytest.mark.slow  # real `llm` processes with every plugin loaded
+
 MODELS = {
     "models": {"alpha": {"answer": "A"}, "judge": {"arbiter": True}},
     "embedding_models": {"hashy": {}},

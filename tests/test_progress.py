@@ -13,11 +13,13 @@ import sys
 import termios
 import threading
 
-from conftest import LLM_BIN, write_fake_spec
+import pytest
 
-from llm_consortium.events import IterationStarted, MemberFinished, RunStarted
+from conftest import LLM_BIN, invoke, registered_fakes, write_fake_spec
+
+from llm_consortium.events import ArbiterStarted, IterationFinished, IterationStarted, MemberFinished, RunStarted
 from llm_consortium.progress import Reporter
-from llm_consortium.results import Member, MemberResult
+from llm_consortium.results import Decision, Member, MemberResult
 
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -35,6 +37,10 @@ def environment(**changes):
     env.pop("LLM_LOAD_PLUGINS", None)
     env.pop("LLM_CONSORTIUM_QUIET", None)
     env.pop("NO_COLOR", None)
+    # pytest-xdist workers export COLUMNS=80 and LINES=24, which rich prefers to
+    # the size of the terminal it draws on: let the pseudo-terminal's size rule.
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
     env["TERM"] = "xterm-256color"
     env.update(changes)
     return env
@@ -73,18 +79,14 @@ def run_on_terminal(args, env, timeout=90):
 
 
 def save_team(user_dir):
+    """Saved in-process; the `llm` processes find the models in fake_models.json."""
     write_fake_spec(user_dir, SPECS)
-    result = subprocess.run(
-        [LLM_BIN, "consortium", "save", "team", "-m", "alpha", "-m", "beta", "--arbiter", "judge"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment(),
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr
+    with registered_fakes(SPECS):
+        result = invoke("consortium", "save", "team", "-m", "alpha", "-m", "beta", "--arbiter", "judge")
+    assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_progress_is_drawn_on_a_terminal_and_stdout_gets_only_the_answer(user_dir):
     save_team(user_dir)
     code, stdout, terminal = run_on_terminal(["-m", "team", "Capital of France?"], environment())
@@ -92,55 +94,60 @@ def test_progress_is_drawn_on_a_terminal_and_stdout_gets_only_the_answer(user_di
     assert stdout == "Paris\n"
     text = ESCAPES.sub("", terminal)
     for expected in (
-        "team · iteration 1/3 · 0/2 members answered",
-        "iteration 1/3 · 2/2 members answered · 1 failed",
+        "team · iteration 1/3 · 0/2 members finished",
+        "iteration 1/3 · 2/2 members finished · 1 failed",
         "iteration 1/3 · arbiter judge is judging",
-        "iteration 1/3: confidence 1.00, the arbiter asked for another iteration",
-        "team · iteration 2/3 · 0/2 members answered",
+        "iteration 1/3: confidence 1.00, iterating again (the arbiter asked for another iteration)",
+        "team · iteration 2/3 · 0/2 members finished",
         "iteration 2/3 · arbiter judge is judging",
     ):
-        assert expected in text, expected
+        if expected not in text:
+            pytest.fail(f"{expected!r} is not in what the terminal showed:\n{text}")
     assert text.count(FAILURE_LINE) == 2  # one line per failure, kept on screen
     assert COLOUR.search(terminal)  # a terminal gets colour
     # The cursor rich hides while drawing is shown again at the end.
     assert terminal.rindex("\x1b[?25h") > terminal.rindex("\x1b[?25l")
 
 
-def test_no_progress_when_stderr_is_piped_only_failure_lines(user_dir):
+def test_no_progress_when_stderr_is_piped_only_failure_lines(user_dir, fakes, monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET")
+    monkeypatch.setenv("TERM", "xterm-256color")
     save_team(user_dir)
-    result = subprocess.run(
-        [LLM_BIN, "-m", "team", "Capital of France?"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=environment(),
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr
+    with fakes(SPECS):
+        result = invoke("-m", "team", "Capital of France?")  # click's stderr is not a terminal
+    assert result.exit_code == 0, result.output
     assert result.stdout == "Paris\n"
     assert result.stderr.splitlines() == [FAILURE_LINE, FAILURE_LINE]
 
 
-def test_no_color_keeps_progress_but_drops_colour(user_dir):
-    save_team(user_dir)
-    code, stdout, terminal = run_on_terminal(["-m", "team", "Capital of France?"], environment(NO_COLOR="1"))
-    assert code == 0, terminal
-    assert stdout == "Paris\n"
-    assert "members answered" in ESCAPES.sub("", terminal)
-    assert FAILURE_LINE in terminal
-    assert not COLOUR.search(terminal)
+def a_run_with_a_failure(reporter):
+    member = started(reporter)
+    reporter(MemberFinished(MemberResult(member=member, iteration=1, response_id="r", error="boom"), 1, 1))
+    reporter(ArbiterStarted(1, "judge"))
+    reporter.clear()
+    return reporter.stream.getvalue()
 
 
-def test_quiet_environment_variable_hides_progress_but_not_failures(user_dir):
-    save_team(user_dir)
-    code, stdout, terminal = run_on_terminal(
-        ["-m", "team", "Capital of France?"], environment(LLM_CONSORTIUM_QUIET="1")
-    )
-    assert code == 0, terminal
-    assert stdout == "Paris\n"
-    assert terminal.replace("\r\n", "\n").splitlines() == [FAILURE_LINE, FAILURE_LINE]
+def test_no_color_keeps_progress_but_drops_colour(monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    coloured = a_run_with_a_failure(Reporter(FakeTerminal()))
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = a_run_with_a_failure(Reporter(FakeTerminal()))
+    assert COLOUR.search(coloured)
+    assert not COLOUR.search(plain)
+    assert "outer · iteration 1/3 · arbiter judge is judging" in ESCAPES.sub("", plain)
+    assert "llm-consortium: member alpha[0] failed: boom" in plain
 
 
+def test_quiet_environment_variable_hides_progress_but_not_failures(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("LLM_CONSORTIUM_QUIET", "1")
+    assert a_run_with_a_failure(Reporter(FakeTerminal())) == "llm-consortium: member alpha[0] failed: boom\n"
+
+
+@pytest.mark.slow
 def test_consortium_run_quiet_flag_hides_progress_on_a_terminal(user_dir):
     write_fake_spec(user_dir, SPECS)
     args = ["consortium", "run", "Capital of France?", "-m", "alpha", "-m", "beta", "--arbiter", "judge"]
@@ -174,7 +181,7 @@ def test_a_nested_consortium_draws_no_second_live_display(monkeypatch):
     finally:
         inner.clear()
         outer.clear()
-    assert "0/1 members answered" in outer.stream.getvalue()
+    assert "0/1 members finished" in outer.stream.getvalue()
     assert inner.stream.getvalue() == "llm-consortium: member alpha[0] failed: boom\n"
 
 
@@ -201,3 +208,24 @@ def test_without_rich_there_is_no_live_display_but_failures_are_reported(monkeyp
         reporter.clear()
     assert reporter.stream.getvalue() == "llm-consortium: member alpha[0] failed: boom\n"
     assert Reporter._active is None
+
+
+def test_progress_counts_finished_members_when_the_only_one_done_failed(monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    members = [Member(id=str(n), model="alpha", instance=n - 1, index=n - 1) for n in (1, 2, 3)]
+    reporter = Reporter(FakeTerminal())
+    try:
+        reporter(RunStarted("run", "team", 3, 3))
+        reporter(IterationStarted(1, 3, members))
+        failed = MemberResult(member=members[0], iteration=1, response_id="r", error="boom")
+        reporter(MemberFinished(failed, 1, 3))
+        reporter(ArbiterStarted(1, "judge"))
+        decision = Decision(synthesis="Paris", confidence=0.62)
+        reporter(IterationFinished(1, decision, False, "confidence below the threshold 0.8"))
+    finally:
+        reporter.clear()
+    text = " ".join(ESCAPES.sub("", reporter.stream.getvalue()).split())  # unwrapped
+    assert "team · iteration 1/3 · 1/3 members finished · 1 failed" in text
+    assert "answered" not in text
+    assert "iteration 1/3: confidence 0.62, iterating again (confidence below the threshold 0.8)" in text

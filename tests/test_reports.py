@@ -213,3 +213,26 @@ def test_run_info_shows_the_system_prompt_and_earlier_turns(cli, fakes):
     out = cli("consortium", "run-info").stdout
     assert "System: Be brief.\nEarlier user: What is six times seven?\nEarlier assistant: 42\n" in out
     assert "Prompt: And times eight?" in out
+
+
+def test_run_info_says_why_each_iteration_followed_and_why_the_run_stopped(cli, fakes):
+    models = {**MODELS, "fake-arb": {"arbiter": True, "arbiter_confidence": [0.5, 0.9, 0.9],
+                                     "needs_iteration": [False, True, False]}}
+    with fakes(models):
+        saved = cli("consortium", "save", "why", "-m", "fake-a", "-m", "fake-b",
+                    "--arbiter", "fake-arb", "--max-iterations", "5")
+        assert saved.exit_code == 0, saved.output
+        assert cli("-m", "why", "Six times seven?").exit_code == 0
+    out = cli("consortium", "run-info").output
+    assert [line.strip() for line in out.splitlines() if line.startswith("    Another") or line.startswith("    Stopped")] == [
+        "Another iteration: confidence below the threshold 0.8",
+        "Another iteration: the arbiter asked for another iteration",
+        "Stopped: confidence reached the threshold 0.8",
+    ]
+
+
+def test_run_info_names_the_minimum_and_maximum_iterations_as_reasons(cli, fakes):
+    two_iteration_run(cli, fakes)
+    out = cli("consortium", "run-info").output
+    assert "    Another iteration: confidence below the threshold 0.8; minimum of 2 iterations not reached\n" in out
+    assert "    Stopped: maximum of 2 iterations reached\n" in out

@@ -87,6 +87,8 @@ def test_semantic_run_with_sentence_transformers_drops_the_off_topic_answer(
     result = llm_subprocess("-m", "st", "What is the capital of France?", env=OFFLINE, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
+    # No third-party progress bars ("Loading weights: 100%|...") on stderr.
+    assert "Loading weights" not in result.stderr and "%|" not in result.stderr
 
     members = rows(user_dir, "SELECT member_id, selected FROM consortium_members WHERE role != 'arbiter' ORDER BY position")
     assert [row["selected"] for row in members] == [1, 1, 1, 0]

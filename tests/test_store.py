@@ -88,6 +88,7 @@ def test_run_id_prefixes(tmp_path):
         store.resolve_run_id("zzz")
 
 
+@pytest.mark.slow
 def test_startup_skips_a_corrupt_row_with_a_warning_and_loads_the_rest(user_dir):
     write_fake_spec(user_dir, {"alpha": {"answer": "A"}, "judge": {"arbiter": True}})
     assert run_llm("consortium", "save", "good", "-m", "alpha", "--arbiter", "judge").returncode == 0
@@ -103,6 +104,7 @@ def test_startup_skips_a_corrupt_row_with_a_warning_and_loads_the_rest(user_dir)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_plugin_loads_without_a_user_dir(tmp_path):
     missing = tmp_path / "does" / "not" / "exist"
     result = run_llm("models", env={"LLM_USER_PATH": str(missing)})
@@ -113,6 +115,7 @@ def test_plugin_loads_without_a_user_dir(tmp_path):
     assert "save" in help_result.stdout
 
 
+@pytest.mark.slow
 def test_startup_with_a_garbage_database_still_lists_models(user_dir):
     (user_dir / "consortium_logs.db").write_bytes(b"this is not sqlite" * 100)
     result = run_llm("models")
@@ -123,6 +126,7 @@ def test_startup_with_a_garbage_database_still_lists_models(user_dir):
     assert listing.stderr.count("\n") <= 2 and "not a usable database" in listing.stderr
 
 
+@pytest.mark.slow
 def test_a_run_left_running_by_a_killed_process_is_marked_interrupted(tmp_path):
     import subprocess
     import sys

@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import LLM_BIN, fake_models, db_rows as rows
 
 CALLS = fake_models.ScriptedModel.calls
@@ -76,6 +78,7 @@ def run_streaming(args, timeout=90):
     return reads, exited, proc.returncode, b"".join(errors).decode()
 
 
+@pytest.mark.slow
 def test_first_synthesis_bytes_reach_stdout_long_before_llm_exits(llm_subprocess, user_dir):
     specs = {
         "alpha": {"answer": LONG_ANSWER},

@@ -176,3 +176,33 @@ def test_visualize_without_a_run_id_shows_the_latest_run(cli, fakes, user_dir, t
     page = output.read_text()
     assert f"Consortium run {ids['latest'][:8]}" in page
     assert f"Consortium run {ids['first'][:8]}" not in page
+
+
+def test_open_without_a_browser_says_so_and_fails(cli, fakes, tmp_path, monkeypatch):
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: False)  # what it returns with no browser
+    two_iteration_run(cli, fakes)
+    out = tmp_path / "page.html"
+    result = cli("consortium", "visualize", run_id(), "-o", str(out), "--open")
+    assert result.exit_code == 1
+    assert result.stdout == f"{out}\n"
+    assert result.stderr == f"Error: No web browser found to open {out}; the page is written, open it yourself\n"
+    assert out.exists()
+
+
+def test_cdn_warns_that_the_page_needs_a_connection_and_the_page_says_so_offline(cli, fakes, tmp_path):
+    two_iteration_run(cli, fakes)
+    out = tmp_path / "small.html"
+    result = cli("consortium", "visualize", run_id(), "-o", str(out), "--cdn")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{out}\n"
+    assert result.stderr == (
+        "Note: the page loads plotly.js from cdn.plot.ly, so it needs an internet connection; "
+        "leave out --cdn for a page that works offline\n"
+    )
+    # Drawn by the browser when plotly.js did not load (test_visualize_browser renders it).
+    assert 'if (typeof Plotly === "undefined")' in out.read_text()
+    # The embedded (default) page has no such fallback and no note.
+    embedded = cli("consortium", "visualize", run_id(), "-o", str(tmp_path / "big.html"))
+    assert embedded.stderr == "" and "plotly-missing" not in (tmp_path / "big.html").read_text()

@@ -17,6 +17,7 @@ from .backends import (
     get_backend,
     import_optional,
     known_backends,
+    missing_packages,
 )
 from .service import EmbeddingService, create_embedding_service
 
@@ -34,4 +35,5 @@ __all__ = [
     "get_backend",
     "import_optional",
     "known_backends",
+    "missing_packages",
 ]

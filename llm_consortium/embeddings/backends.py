@@ -104,6 +104,31 @@ def _require_installed(module: str, package: str | None = None) -> None:
         raise MissingExtraError(package or module)
 
 
+# What a backend needs beyond numpy (and scikit-learn, except for tropical
+# clustering): import name and distribution name.
+BACKEND_PACKAGES: dict[str, tuple[str, str]] = {
+    "openai": ("openai", "openai"),
+    "sentence-transformers": ("sentence_transformers", "sentence-transformers"),
+}
+
+
+def missing_packages(backend: str, clustering_algorithm: str | None = None) -> list[str]:
+    """Distributions a semantic run with ``backend`` needs and cannot import,
+    found without importing anything (for a warning when a consortium is saved)."""
+    needed = [("numpy", "numpy")]
+    if clustering_algorithm != "tropical":
+        needed.append(("sklearn", "scikit-learn"))
+    if backend.strip().lower() in BACKEND_PACKAGES:
+        needed.append(BACKEND_PACKAGES[backend.strip().lower()])
+    missing = []
+    for module, package in needed:
+        try:
+            _require_installed(module, package)
+        except MissingExtraError:
+            missing.append(package)
+    return missing
+
+
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -216,7 +241,19 @@ class SentenceTransformerBackend(BaseEmbeddingBackend):
         self.model_name = self.model
 
     def _load(self) -> Any:
+        # Our progress display is the only one: no "Loading weights" bars from
+        # huggingface_hub or transformers on stderr (the environment switch
+        # works when they are imported from here; the calls when they already were).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         module = import_optional("sentence_transformers", "sentence-transformers")
+        for library, switch_off in (
+            ("huggingface_hub.utils", "disable_progress_bars"),
+            ("transformers.utils.logging", "disable_progress_bar"),
+        ):
+            try:
+                getattr(importlib.import_module(library), switch_off)()
+            except (ImportError, AttributeError):
+                continue  # a version without that switch, or not installed: no bar to hide
         with self._load_lock:
             if self.model not in self._loaded:
                 self._loaded[self.model] = module.SentenceTransformer(self.model)
@@ -231,7 +268,7 @@ class SentenceTransformerBackend(BaseEmbeddingBackend):
             raise self.fail(describe_error(exc)) from exc
 
     def embed(self, text: str) -> Any:
-        return as_vector(self._load().encode(text))
+        return as_vector(self._load().encode(text, show_progress_bar=False))
 
     def embed_batch(self, texts: Sequence[str]) -> list[Any]:
         encoded = self._load().encode(list(texts), convert_to_numpy=True, show_progress_bar=False)

@@ -63,6 +63,9 @@ class Param:
         label = f"strategy parameter '{self.name}'"
         if value is None and self.default is None:
             return None  # an optional parameter left unset (as saved configs store it)
+        if value is True and self.kind != "bool":  # a bare --strategy-param KEY
+            example = "NUMBER" if self.kind in ("int", "float") else "VALUE"
+            raise ConfigError(f"Invalid {label}: needs a value, as in {self.name}={example}")
         if self.kind == "list":
             items = list(value) if isinstance(value, (list, tuple)) else [value]
             if any(not isinstance(item, str) or not item.strip() for item in items):
