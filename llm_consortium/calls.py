@@ -260,7 +260,7 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _attempt(
-    inbox: queue.Queue[tuple[str, Hashable, int, Any]],
+    inbox: queue.SimpleQueue[tuple[str, Hashable, int, Any]],
     key: Hashable,
     attempt: int,
     request: CallRequest,
@@ -321,7 +321,7 @@ class CallGroup:
         self.retries = retries
         self.cancel = cancel
         self.max_concurrency = max_concurrency
-        self._inbox: queue.Queue[tuple[str, Hashable, int, Any]] = queue.Queue()
+        self._inbox: queue.SimpleQueue[tuple[str, Hashable, int, Any]] = queue.SimpleQueue()
         self._calls: dict[Hashable, _Call] = {}
         self._waiting: list[tuple[float, int, Hashable]] = []  # (start at, order, key)
         self._deadlines: list[tuple[float, int, Hashable, int]] = []  # (at, order, key, attempt)

@@ -288,11 +288,10 @@ def config_from_options(
 
 def check_name_free(name: str) -> None:
     """A consortium may not take the id or alias of a real model."""
-    import llm
-
     from .model import ConsortiumModel
+    from .resolve import registry
 
-    for entry in llm.get_models_with_aliases():
+    for entry in registry().entries:
         if isinstance(entry.model, ConsortiumModel):
             continue
         if name == entry.model.model_id or name in entry.aliases:
@@ -303,19 +302,16 @@ def check_name_free(name: str) -> None:
 
 
 def warn_unknown_models(config: ConsortiumConfig, saved_names: set[str]) -> None:
-    import llm
+    from .resolve import get_models
 
-    for model_id in [*config.models, *([config.arbiter] if config.arbiter else [])]:
-        if model_id in saved_names:
-            continue
-        try:
-            llm.get_model(model_id)
-        except llm.UnknownModelError:
-            click.echo(
-                f"Warning: model '{model_id}' is not installed; runs will fail until it is "
-                "(see 'llm models')",
-                err=True,
-            )
+    names = [*config.models, *([config.arbiter] if config.arbiter else [])]
+    _, missing = get_models(name for name in names if name not in saved_names)
+    for model_id in missing:
+        click.echo(
+            f"Warning: model '{model_id}' is not installed; runs will fail until it is "
+            "(see 'llm models')",
+            err=True,
+        )
 
 
 def warn_missing_extras(name: str, config: ConsortiumConfig) -> None:

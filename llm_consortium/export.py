@@ -24,9 +24,11 @@ def model_names(name: str) -> list[str]:
     stands for (runs store model ids)."""
     import llm
 
+    from .resolve import get_model
+
     names = [name]
     try:
-        model_id = llm.get_model(name).model_id
+        model_id = get_model(name).model_id
     except llm.UnknownModelError:
         return names
     if model_id not in names:

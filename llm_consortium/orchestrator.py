@@ -19,7 +19,9 @@ from typing import Any
 import llm
 
 from . import arbiter as arbiter_text
-from .calls import CallGroup, CallOutcome, CallRequest, redact
+from . import resolve
+from .calls import POLL_SECONDS, CallGroup, CallOutcome, CallRequest, redact
+from .clients import shared_pool
 from .config import ConsortiumConfig
 from .errors import ConfigError, RunFailed
 from .events import (
@@ -334,16 +336,6 @@ class Run:
             max_iterations=config.max_iterations,
         )
 
-    def _resolve_models(self) -> tuple[dict[str, Any], dict[str, str]]:
-        models: dict[str, Any] = {}
-        missing: dict[str, str] = {}
-        for model_id in self.config.models:
-            try:
-                models[model_id] = llm.get_model(model_id)
-            except llm.UnknownModelError:
-                missing[model_id] = f"Unknown model: {model_id} (see 'llm models')"
-        return models, missing
-
     # -- the loop -----------------------------------------------------------
     def _run(self) -> Iterator[Event]:
         config = self.config
@@ -352,13 +344,16 @@ class Run:
         self.orchestrator.consortium_id = self.run_id
         self.orchestrator.iteration_history = []
         strategy.initialize_state()
+        # One pass over llm's models for the arbiter and every member.
+        models, missing = resolve.get_models([*([config.arbiter] if config.arbiter else []), *config.models])
+        # One HTTP client per endpoint (llm builds one per call).
+        clients = shared_pool()
+        models = {name: clients.adopt(model) for name, model in models.items()}
         arbiter_model = None
         if config.arbiter:
-            try:
-                arbiter_model = llm.get_model(config.arbiter)
-            except llm.UnknownModelError:
-                raise ConfigError(f"Unknown arbiter model: {config.arbiter}") from None
-        models, missing = self._resolve_models()
+            if config.arbiter in missing:
+                raise ConfigError(f"Unknown arbiter model: {config.arbiter}")
+            arbiter_model = models[config.arbiter]
         self.store.start_run(
             self.run_id,
             self.prompt,
@@ -596,7 +591,6 @@ class Run:
             retries=config.retries,
             cancel=self.cancel,
             max_concurrency=config.max_concurrency,
-            wake_every=STORE_BATCH_SECONDS,
         )
         shells: dict[Hashable, MemberResult] = {}
         batch: list[MemberResult] = []
@@ -617,6 +611,9 @@ class Run:
                 # arrive close together (hundreds of members) share one.
                 yield from self._store_members(batch)
                 batch = []
+            # Wake soon only while results wait to be stored: polling every
+            # few milliseconds would take the GIL from the members' threads.
+            calls.wake_every = STORE_BATCH_SECONDS if batch else POLL_SECONDS
         yield from self._store_members(batch)
 
     def _store_members(self, results: list[MemberResult]) -> Iterator[MemberResult]:

@@ -80,6 +80,7 @@ openai/_base_client.py, and by tests/test_openai_server.py)
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import socket
@@ -109,6 +110,10 @@ KINDS = (
 )
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def _sha256(value: Optional[str]) -> Optional[str]:
+    return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def kind_of(model: Any) -> Optional[str]:
@@ -348,6 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "body": body,
                 "headers": headers,
                 "authorization": self.headers.get("Authorization") is not None,
+                # Which credential came, without keeping it: sha256 of the header.
+                "authorization_sha256": _sha256(self.headers.get("Authorization")),
                 "time": time.time(),
             }
         )

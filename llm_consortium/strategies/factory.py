@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ BUILTIN: dict[str, str] = {
 }
 
 _hookspecs_added = False
+_hookspecs_lock = threading.Lock()
 
 
 def strategy_name(strategy_class: type[ConsortiumStrategy]) -> str:
@@ -34,13 +36,15 @@ def strategy_name(strategy_class: type[ConsortiumStrategy]) -> str:
 
 def _plugin_strategies() -> dict[str, type[ConsortiumStrategy]]:
     global _hookspecs_added
-    from llm.plugins import load_plugins, pm
+    from llm.plugins import pm
 
     from .. import hookspecs
+    from ..resolve import load_plugins  # safe from many threads at once
 
-    if not _hookspecs_added:
-        pm.add_hookspecs(hookspecs)
-        _hookspecs_added = True
+    with _hookspecs_lock:
+        if not _hookspecs_added:
+            pm.add_hookspecs(hookspecs)
+            _hookspecs_added = True
     load_plugins()
     found: dict[str, type[ConsortiumStrategy]] = {}
 
