@@ -13,7 +13,7 @@ from llm.plugins import pm
 
 from llm_consortium import create_consortium
 from llm_consortium.results import members_from_models
-from llm_consortium.strategies import ConsortiumStrategy, Param
+from llm_consortium.strategies import ConsortiumStrategy
 
 from conftest import fake_models, db_rows as rows
 
