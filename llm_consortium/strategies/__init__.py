@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 from .base import ConsortiumStrategy
-from .params import StrategyParams
+from .params import NonEmptyText, StrategyParams
 from .factory import (
     available_strategies,
     create_strategy,
@@ -29,6 +29,7 @@ _CLASSES = {
 
 __all__ = [
     "ConsortiumStrategy",
+    "NonEmptyText",
     "StrategyParams",
     "available_strategies",
     "create_strategy",

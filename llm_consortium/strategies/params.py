@@ -28,7 +28,7 @@ from ..defaults import FALSE_WORDS, TRUE_WORDS
 from ..errors import ConfigError
 
 #: One non-empty, stripped text value (the items of a list parameter).
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+NonEmptyText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class StrategyParams(BaseModel):
@@ -71,6 +71,9 @@ def _prepared(name: str, field: pydantic.fields.FieldInfo, value: Any) -> Any:
     """A raw value shaped for pydantic, or the CLI-convention error."""
     field_kind = kind(field.annotation)
     label = f"Invalid strategy parameter '{name}'"
+    if value is True and field_kind != "bool":  # a bare --strategy-param KEY
+        example = "NUMBER" if field_kind in ("int", "float") else "VALUE"
+        raise ConfigError(f"{label}: needs a value, as in {name}={example}")
     if field_kind == "list":
         return list(value) if isinstance(value, (list, tuple)) else [value]
     if isinstance(value, (list, tuple)):
@@ -82,10 +85,7 @@ def _prepared(name: str, field: pydantic.fields.FieldInfo, value: Any) -> Any:
         if word not in TRUE_WORDS | FALSE_WORDS:
             raise ConfigError(f"{label}: '{value}' is not true/false/yes/no/1/0")
         return word in TRUE_WORDS
-    if value is True:  # a bare --strategy-param KEY
-        example = "NUMBER" if field_kind in ("int", "float") else "VALUE"
-        raise ConfigError(f"{label}: needs a value, as in {name}={example}")
-    if isinstance(value, bool) and field_kind in ("int", "float"):
+    if isinstance(value, bool):
         raise ConfigError(f"{label}: expected a number, got '{value}'")
     if isinstance(value, str) and _choices(field.annotation):
         return value.strip().lower()

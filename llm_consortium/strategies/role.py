@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from .base import ConsortiumStrategy
-from .params import StrategyParams, Text
+from .params import NonEmptyText, StrategyParams
 
 BUILTIN_ROLES: dict[str, str] = {
     "generator": (
@@ -108,7 +108,7 @@ class RoleStrategy(ConsortiumStrategy):
     )
 
     class Params(StrategyParams):
-        roles: list[Text] = Field(
+        roles: list[NonEmptyText] = Field(
             default_factory=lambda: list(DEFAULT_ROLES),
             description="Roles in member order (repeat the parameter for more): a built-in name "
             "(generator, devil's advocate, fact checker), 'Name: instructions' or free text.",
