@@ -262,7 +262,7 @@ def config_from_options(
     if require_arbiter and not arbiter:
         raise ConfigError("Missing option '--arbiter': give the model that judges the answers.")
     params = parse_strategy_params(strategy_params)
-    declared = {param.name for param in get_strategy_class(strategy).parameters or ()}
+    declared = get_strategy_class(strategy).declared_params() or ()
     clustering = {
         "clustering_algorithm": clustering_algorithm.lower() if clustering_algorithm else None,
         "eps": cluster_eps,

@@ -1024,24 +1024,29 @@ class Store:
             params.append(limit)
         return [_decode_run(row) for row in self._query(sql, params)]
 
+    def _resolve_id(self, table: str, given: str | None, what: str, short: str, none_found: str) -> str:
+        """A full id of ``table`` from a unique prefix, or the latest for
+        ``None``; ``what`` / ``short`` name a row in the errors."""
+        if given is None:
+            rows = self._query(f"SELECT id FROM {table} ORDER BY created_at DESC, rowid DESC LIMIT 1")
+            if not rows:
+                raise NotFoundError(none_found)
+            return rows[0]["id"]
+        escaped = given.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._query(
+            f"SELECT id FROM {table} WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3", [given, escaped + "%"]
+        )
+        if any(row["id"] == given for row in rows):
+            return given
+        if not rows:
+            raise NotFoundError(f"{what} '{given}' not found.")
+        if len(rows) > 1:
+            raise NotFoundError(f"{short} id prefix '{given}' is ambiguous; give more characters.")
+        return rows[0]["id"]
+
     def resolve_run_id(self, run_id: str | None) -> str:
         """A full run id from a unique prefix, or the latest run for ``None``."""
-        if run_id is None:
-            rows = self._query(f"SELECT id FROM {RUNS} ORDER BY created_at DESC, rowid DESC LIMIT 1")
-            if not rows:
-                raise NotFoundError("No consortium runs found.")
-            return rows[0]["id"]
-        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._query(
-            f"SELECT id FROM {RUNS} WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3", [run_id, escaped + "%"]
-        )
-        if any(row["id"] == run_id for row in rows):
-            return run_id
-        if not rows:
-            raise NotFoundError(f"Consortium run '{run_id}' not found.")
-        if len(rows) > 1:
-            raise NotFoundError(f"Run id prefix '{run_id}' is ambiguous; give more characters.")
-        return rows[0]["id"]
+        return self._resolve_id(RUNS, run_id, "Consortium run", "Run", "No consortium runs found.")
 
     def run_details(self, run_id: str | None) -> dict[str, Any]:
         """``{"run", "members", "decisions", "embeddings", "clusters"}`` for one
@@ -1176,17 +1181,7 @@ class Store:
 
     def resolve_eval_id(self, eval_id: str | None) -> str:
         """A full evaluation id from a unique prefix, or the latest for ``None``."""
-        if eval_id is None:
-            rows = self._query(f"SELECT id FROM {EVALS} ORDER BY created_at DESC, rowid DESC LIMIT 1")
-            if not rows:
-                raise NotFoundError("No evaluations found.")
-            return rows[0]["id"]
-        rows = self._query(f"SELECT id FROM {EVALS} WHERE substr(id, 1, ?) = ? LIMIT 2", [len(eval_id), eval_id])
-        if not rows:
-            raise NotFoundError(f"Evaluation '{eval_id}' not found.")
-        if len(rows) > 1:
-            raise NotFoundError(f"Evaluation id prefix '{eval_id}' is ambiguous; give more characters.")
-        return rows[0]["id"]
+        return self._resolve_id(EVALS, eval_id, "Evaluation", "Evaluation", "No evaluations found.")
 
     def eval_row(self, eval_id: str) -> dict[str, Any]:
         return self._query(f"SELECT * FROM {EVALS} WHERE id = ?", [eval_id])[0]

@@ -2,7 +2,7 @@
 
 Every (system, row) pair is one task of the batch engine (``batch.run_ordered``),
 so the dataset is read once, in a stream, and all systems advance together.
-Each answer and its score is stored in ``consortium_eval_results`` as it
+Each answer and its score is stored (``Store.record_eval_results``) as it
 arrives. An evaluation is identified by its settings (the dataset's content,
 the systems with their configurations, the scorer and the field names).
 It ends ``finished`` when every row is answered and scored, else

@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = re.compile(
     # whole words: the original's helper ``_get_consortium_configs`` is not a table name
-    r"\b(consortium_runs|consortium_members|arbiter_decisions|response_embeddings|consensus_clusters|consortium_configs)\b"
+    r"\b(consortium_runs|consortium_members|arbiter_decisions|response_embeddings|consensus_clusters"
+    r"|consortium_configs|consortium_evals|consortium_eval_results)\b"
 )
 
 

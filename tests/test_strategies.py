@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from typing import Literal
 from pathlib import Path
 
 import llm
 import pytest
 from llm.plugins import pm
+from pydantic import Field, field_validator
 
 from llm_consortium import create_consortium
 from llm_consortium.results import members_from_models
-from llm_consortium.strategies import ConsortiumStrategy, Param
+from llm_consortium.strategies import ConsortiumStrategy, NonEmptyText, StrategyParams
 
 from conftest import fake_models, db_rows as rows
 
@@ -555,3 +557,93 @@ def test_a_plugin_strategy_is_listed_saved_and_used(cli, fakes, user_dir):
         pm.unregister(name="undo-shortest-strategy")
     gone = cli("consortium", "strategies")
     assert "Name: shortest_answer" not in gone.stdout
+
+
+class KeepFirstStrategy(ConsortiumStrategy):
+    """A plugin strategy declaring its parameters with pydantic (the pattern
+    docs/strategies.md shows)."""
+
+    name = "keep_first"
+    description = "Pass only the first answers to the arbiter."
+
+    class Params(StrategyParams):
+        keep: int = Field(1, ge=1, le=5, description="How many answers to keep.")
+        label: Literal["plain", "ranked"] = Field("plain", description="How answers are marked.")
+        tags: list[NonEmptyText] = Field(default_factory=list, description="Tags added to each answer.")
+        strict: bool = Field(False, description="Refuse runs with fewer answers than keep.")
+
+        @field_validator("tags")
+        @classmethod
+        def _no_duplicates(cls, tags: list[str]) -> list[str]:
+            if len(set(tags)) != len(tags):
+                raise ValueError("tags must differ")
+            return tags
+
+    def select_models(self, available_models, current_prompt, iteration):
+        return available_models.copy()
+
+    def process_responses(self, successful_responses, iteration):
+        for response in successful_responses:
+            response["tags"] = self.tags
+        return successful_responses[: self.keep]
+
+
+class KeepFirstPlugin:
+    @llm.hookimpl
+    def register_consortium_strategies(self, register):
+        register(KeepFirstStrategy)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (["keep=0"], "Invalid strategy parameter 'keep': keep must be between 1 and 5, got 0"),
+        (["keep"], "Invalid strategy parameter 'keep': needs a value, as in keep=NUMBER"),
+        (["keep=two"], "Invalid strategy parameter 'keep': expected a whole number, got 'two'"),
+        (["label=fancy"], "Invalid strategy parameter 'label': 'fancy'; choose one of plain, ranked"),
+        (["strict=maybe"], "Invalid strategy parameter 'strict': 'maybe' is not true/false/yes/no/1/0"),
+        (["tags=a", "tags=a"], "Invalid strategy parameter 'tags': tags must differ"),
+        (["tags= "], "Invalid strategy parameter 'tags': expected non-empty text values"),
+    ],
+)
+def test_a_plugin_strategy_declaring_pydantic_params_is_checked_the_cli_way(cli, user_dir, params, message):
+    pm.register(KeepFirstPlugin(), name="undo-keep-first-strategy")
+    try:
+        options = [option for param in params for option in ("--strategy-param", param)]
+        bad = cli(
+            "consortium", "save", "k", "-m", "fake-a", "--arbiter", "fake-arbiter",
+            "--strategy", "keep_first", *options,
+        )
+    finally:
+        pm.unregister(name="undo-keep-first-strategy")
+    assert bad.exit_code == 2
+    assert [line for line in bad.stderr.splitlines() if line.startswith("Error:")] == [f"Error: {message}"]
+    assert "Traceback" not in bad.output
+
+
+def test_a_plugin_strategy_declaring_pydantic_params_is_listed_saved_typed_and_used(cli, fakes, user_dir):
+    pm.register(KeepFirstPlugin(), name="undo-keep-first-strategy")
+    try:
+        listed = cli("consortium", "strategies")
+        assert "    keep (int, default 1): How many answers to keep.\n" in listed.stdout
+        assert "    label (str, default plain): How answers are marked.\n" in listed.stdout
+        assert "    tags (list, default []): Tags added to each answer.\n" in listed.stdout
+        described = {item["name"]: item for item in json.loads(cli("consortium", "strategies", "--json").stdout)}
+        assert described["keep_first"]["params"][0] == {
+            "name": "keep", "type": "int", "default": 1, "help": "How many answers to keep.", "min": 1, "max": 5,
+        }
+        assert described["keep_first"]["params"][1]["choices"] == ["plain", "ranked"]
+        with fakes({"fake-one": {"answer": "one"}, "fake-two": {"answer": "two"}, "fake-arbiter": {"arbiter": True}}):
+            result = save_and_ask(
+                cli, "k", "-m", "fake-one", "-m", "fake-two", "--arbiter", "fake-arbiter",
+                "--strategy", "keep_first", "--strategy-param", "keep=1", "--strategy-param", "label=RANKED",
+                "--strategy-param", "tags=x", "--strategy-param", "tags= y ", "--strategy-param", "strict",
+            )
+            [prompt] = arbiter_prompts()
+        assert result.exit_code == 0, result.output
+        assert "two" not in prompt
+        config = json.loads(cli("consortium", "info", "k", "--json").stdout)
+        assert config["strategy_params"] == {"keep": 1, "label": "ranked", "tags": ["x", "y"], "strict": True}
+        assert [json.loads(row["extra_json"])["tags"] for row in members(user_dir) if row["selected"]] == [["x", "y"]]
+    finally:
+        pm.unregister(name="undo-keep-first-strategy")

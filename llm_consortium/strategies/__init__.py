@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import ConsortiumStrategy, Param
+from .base import ConsortiumStrategy
+from .params import NonEmptyText, StrategyParams
 from .factory import (
     available_strategies,
     create_strategy,
@@ -28,7 +29,8 @@ _CLASSES = {
 
 __all__ = [
     "ConsortiumStrategy",
-    "Param",
+    "NonEmptyText",
+    "StrategyParams",
     "available_strategies",
     "create_strategy",
     "get_strategy_class",

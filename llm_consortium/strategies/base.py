@@ -15,105 +15,26 @@ embedding and cluster, and the geometric confidence is computed over the
 embeddings of the responses the strategy passes on. Strategies hand values;
 the orchestrator records them.
 
-Beyond the original, a strategy may declare its parameters (``parameters``,
-a tuple of :class:`Param`): string values from the CLI are then converted and
-range-checked in one place, at save time as well as at construction, and
-each declared parameter is also set as an attribute (``self.eps``). Keys it
-does not declare are kept as given, as the original kept every key.
+Beyond the original, a strategy may declare its parameters as a pydantic
+model, a nested ``class Params(StrategyParams)``: values from the CLI are
+then converted and range-checked in one place (:mod:`.params`), at save time
+as well as at construction, and each declared parameter is also set as an
+attribute (``self.eps``). Keys it does not declare are kept as given, as the
+original kept every key.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..defaults import FALSE_WORDS, TRUE_WORDS
-from ..errors import ConfigError
+from .params import StrategyParams, describe_params, validate_params
 
 if TYPE_CHECKING:
     from ..config import ConsortiumConfig
     from ..results import IterationContext
 
-
-
-@dataclass(frozen=True)
-class Param:
-    """One declared strategy parameter: ``kind`` is int, float, bool, str or list."""
-
-    name: str
-    kind: str
-    default: Any
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] | None = None
-
-    def _range_error(self, number: float) -> ConfigError:
-        if self.min is not None and self.max is not None:
-            rule = f"{self.name} must be between {self.min:g} and {self.max:g}"
-        elif self.min is not None:
-            rule = f"{self.name} must be at least {self.min:g}"
-        else:
-            rule = f"{self.name} must be at most {self.max:g}"
-        return ConfigError(f"Invalid strategy parameter '{self.name}': {rule}, got {number:g}")
-
-    def convert(self, value: Any) -> Any:
-        label = f"strategy parameter '{self.name}'"
-        if value is None and self.default is None:
-            return None  # an optional parameter left unset (as saved configs store it)
-        if value is True and self.kind != "bool":  # a bare --strategy-param KEY
-            example = "NUMBER" if self.kind in ("int", "float") else "VALUE"
-            raise ConfigError(f"Invalid {label}: needs a value, as in {self.name}={example}")
-        if self.kind == "list":
-            items = list(value) if isinstance(value, (list, tuple)) else [value]
-            if any(not isinstance(item, str) or not item.strip() for item in items):
-                raise ConfigError(f"Invalid {label}: expected non-empty text values")
-            return [item.strip() for item in items]
-        if isinstance(value, (list, tuple)):
-            raise ConfigError(f"Invalid {label}: given more than once")
-        if self.kind == "bool":
-            if isinstance(value, bool):
-                return value
-            word = str(value).strip().lower()
-            if word in TRUE_WORDS:
-                return True
-            if word in FALSE_WORDS:
-                return False
-            raise ConfigError(f"Invalid {label}: '{value}' is not true/false/yes/no/1/0")
-        if self.kind in ("int", "float"):
-            if isinstance(value, bool):
-                raise ConfigError(f"Invalid {label}: expected a number, got '{value}'")
-            try:
-                number: int | float = int(str(value).strip()) if self.kind == "int" else float(value)
-            except (TypeError, ValueError):
-                kind = "a whole number" if self.kind == "int" else "a number"
-                raise ConfigError(f"Invalid {label}: expected {kind}, got '{value}'") from None
-            if number != number:
-                raise ConfigError(f"Invalid {label}: expected a number, got '{value}'")
-            if (self.min is not None and number < self.min) or (
-                self.max is not None and number > self.max
-            ):
-                raise self._range_error(number)
-            return number
-        text = str(value).strip()
-        if self.choices and text.lower() not in self.choices:
-            raise ConfigError(
-                f"Invalid {label}: '{text}'; choose one of {', '.join(self.choices)}"
-            )
-        return text.lower() if self.choices else text
-
-    def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"name": self.name, "type": self.kind, "default": self.default}
-        info["help"] = self.help
-        if self.min is not None:
-            info["min"] = self.min
-        if self.max is not None:
-            info["max"] = self.max
-        if self.choices:
-            info["choices"] = list(self.choices)
-        return info
 
 
 class ConsortiumStrategy(ABC):
@@ -127,18 +48,19 @@ class ConsortiumStrategy(ABC):
     #: The name users give to ``--strategy`` (for plugin-registered strategies).
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    #: Declared parameters: converted, defaulted and range-checked; ``()``
-    #: for a strategy that takes none. ``None`` (a strategy written for the
-    #: original): undeclared, every parameter is passed as given.
-    parameters: ClassVar[Sequence[Param] | None] = None
+    #: Declared parameters, a pydantic model: converted, defaulted and
+    #: range-checked (a model without fields for a strategy that takes none).
+    #: ``None`` (a strategy written for the original): undeclared, every
+    #: parameter is passed as given.
+    Params: ClassVar[type[StrategyParams] | None] = None
     #: A judging method the strategy requires ("rank" for elimination).
     forced_judging_method: ClassVar[str | None] = None
 
     def __init__(self, orchestrator: Any, params: Mapping[str, Any] | None = None) -> None:
         self.orchestrator = orchestrator
         self.params: dict[str, Any] = self.convert_params(params)
-        for param in self.parameters or ():
-            setattr(self, param.name, self.params[param.name])
+        for name in self.declared_params() or ():
+            setattr(self, name, self.params[name])
         self.iteration_state: dict[str, Any] = {}
         self._validate_params()
 
@@ -147,28 +69,27 @@ class ConsortiumStrategy(ABC):
 
     # -- parameters (class level: used at save time, without a run) ----------
     @classmethod
+    def declared_params(cls) -> tuple[str, ...] | None:
+        """Names of the declared parameters; ``None`` when undeclared."""
+        return None if cls.Params is None else tuple(cls.Params.model_fields)
+
+    @classmethod
     def convert_params(cls, raw: Mapping[str, Any] | None) -> dict[str, Any]:
         """Declared parameters converted, with defaults filled in; keys the
         strategy does not declare are kept unchanged."""
-        declared = {param.name: param for param in cls.parameters or ()}
-        converted = {name: param.default for name, param in declared.items()}
-        for key, value in (raw or {}).items():
-            converted[key] = declared[key].convert(value) if key in declared else value
-        cls.check_params(converted)
-        return converted
+        if cls.Params is None:
+            return dict(raw or {})
+        kept = {key: value for key, value in (raw or {}).items() if key not in cls.Params.model_fields}
+        return {**validate_params(cls.Params, raw), **kept}
 
     @classmethod
     def undeclared_params(cls, raw: Mapping[str, Any] | None) -> list[str]:
         """Keys of ``raw`` this strategy does not use (when it declares its
         parameters)."""
-        if cls.parameters is None:
+        declared = cls.declared_params()
+        if declared is None:
             return []
-        declared = {param.name for param in cls.parameters}
         return [key for key in (raw or {}) if key not in declared]
-
-    @classmethod
-    def check_params(cls, params: dict[str, Any]) -> None:
-        """Cross-parameter checks; raise ``ConfigError``."""
 
     @classmethod
     def check_config(cls, config: ConsortiumConfig) -> None:
@@ -180,7 +101,7 @@ class ConsortiumStrategy(ABC):
             "name": cls.name,
             "class_name": cls.__name__,
             "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
-            "params": [param.describe() for param in cls.parameters or ()],
+            "params": describe_params(cls.Params) if cls.Params else [],
             "forced_judging_method": cls.forced_judging_method,
         }
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ConsortiumStrategy
+from .params import StrategyParams
 
 
 class DefaultStrategy(ConsortiumStrategy):
@@ -10,7 +11,9 @@ class DefaultStrategy(ConsortiumStrategy):
 
     name = "default"
     description = "Run all configured members and synthesize their responses."
-    parameters = ()
+
+    class Params(StrategyParams):
+        """No parameters."""
 
     def select_models(
         self, available_models: dict[str, int], current_prompt: str, iteration: int

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ConsortiumStrategy, Param
+from pydantic import Field
+
+from .base import ConsortiumStrategy
+from .params import StrategyParams
 
 
 class EliminationStrategy(ConsortiumStrategy):
@@ -26,25 +29,21 @@ class EliminationStrategy(ConsortiumStrategy):
         "(forces rank judging)."
     )
     forced_judging_method = "rank"
-    parameters = (
-        Param("eliminate_count", "int", 1, "Models removed after each ranked iteration.", min=0),
-        Param(
-            "eliminate_fraction",
-            "float",
+
+    class Params(StrategyParams):
+        eliminate_count: int = Field(
+            1, ge=0, description="Models removed after each ranked iteration."
+        )
+        eliminate_fraction: float = Field(
             0.0,
-            "Fraction of the active models removed instead, when that is more (0-1).",
-            min=0.0,
-            max=1.0,
-        ),
-        Param("keep_minimum", "int", 2, "Never fewer active models than this.", min=1),
-        Param(
-            "elimination_delay",
-            "int",
-            1,
-            "First iteration after which models are eliminated.",
-            min=0,
-        ),
-    )
+            ge=0.0,
+            le=1.0,
+            description="Fraction of the active models removed instead, when that is more (0-1).",
+        )
+        keep_minimum: int = Field(2, ge=1, description="Never fewer active models than this.")
+        elimination_delay: int = Field(
+            1, ge=0, description="First iteration after which models are eliminated."
+        )
 
     def initialize_state(self) -> None:
         super().initialize_state()

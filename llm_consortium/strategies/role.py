@@ -16,7 +16,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .base import ConsortiumStrategy, Param
+from pydantic import Field
+
+from .base import ConsortiumStrategy
+from .params import NonEmptyText, StrategyParams
 
 BUILTIN_ROLES: dict[str, str] = {
     "generator": (
@@ -103,27 +106,20 @@ class RoleStrategy(ConsortiumStrategy):
         "Assign distinct roles or generated personalities to member instances "
         "(in their system prompts) to avoid groupthink."
     )
-    parameters = (
-        Param(
-            "roles",
-            "list",
-            list(DEFAULT_ROLES),
-            "Roles in member order (repeat the parameter for more): a built-in name "
+
+    class Params(StrategyParams):
+        roles: list[NonEmptyText] = Field(
+            default_factory=lambda: list(DEFAULT_ROLES),
+            description="Roles in member order (repeat the parameter for more): a built-in name "
             "(generator, devil's advocate, fact checker), 'Name: instructions' or free text.",
-        ),
-        Param(
-            "use_dynamic_personalities",
-            "bool",
+        )
+        use_dynamic_personalities: bool = Field(
             True,
-            "When roles run out, generate trait-matrix personalities (else no role).",
-        ),
-        Param(
-            "seed",
-            "int",
-            None,
-            "Seed for generated personalities (default: derived from the run id).",
-        ),
-    )
+            description="When roles run out, generate trait-matrix personalities (else no role).",
+        )
+        seed: int | None = Field(
+            None, description="Seed for generated personalities (default: derived from the run id)."
+        )
 
     def _validate_params(self) -> None:
         self.role_list = [parse_role(text) for text in self.params["roles"] or DEFAULT_ROLES]

@@ -30,11 +30,14 @@ numpy and scikit-learn are imported only when a run uses this strategy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
 
 from ..defaults import CLUSTERING_ALGORITHMS, EMBEDDING_BACKENDS
 from ..errors import ConfigError, ConsortiumError, RunFailed
-from .base import ConsortiumStrategy, Param
+from .base import ConsortiumStrategy
+from .params import StrategyParams
 
 if TYPE_CHECKING:
     from ..config import ConsortiumConfig
@@ -56,47 +59,35 @@ class SemanticClusteringStrategy(ConsortiumStrategy):
 
     name = "semantic"
     description = "Cluster response embeddings and keep the densest semantic consensus region."
-    parameters = (
-        Param(
-            "clustering_algorithm",
-            "str",
-            "dbscan",
-            "dbscan, hdbscan or tropical (single linkage computed in the tropical "
-            "min-max semiring: chains of close answers form one cluster).",
-            choices=CLUSTERING_ALGORITHMS,
-        ),
-        Param(
-            "eps",
-            "float",
-            0.5,
-            "Neighbourhood radius on scikit-learn's cosine scale, 1 - cos, 0 < eps <= 2 "
-            "(0.5: answers with cosine similarity of at least 0.5 are neighbours).",
-            min=0.0,
-            max=2.0,
-        ),
-        Param(
-            "min_samples",
-            "int",
-            2,
-            "Answers (the point itself included) needed to form a cluster.",
-            min=1,
-        ),
-        Param(
-            "use_centroid_synthesis",
-            "bool",
-            False,
-            "Pass the consensus answers to the arbiter nearest-to-centroid first "
-            "(without an arbiter the most central answer wins).",
-        ),
-    )
 
-    @classmethod
-    def check_params(cls, params: dict[str, Any]) -> None:
-        eps = params["eps"]
-        if not 0.0 < eps <= 2.0:
-            raise ConfigError(
-                f"Invalid strategy parameter 'eps': eps must be in (0, 2] on the 1 - cos scale, got {eps}"
-            )
+    class Params(StrategyParams):
+        clustering_algorithm: Literal[CLUSTERING_ALGORITHMS] = Field(  # type: ignore[valid-type]
+            "dbscan",
+            description="dbscan, hdbscan or tropical (single linkage computed in the tropical "
+            "min-max semiring: chains of close answers form one cluster).",
+        )
+        eps: float = Field(
+            0.5,
+            ge=0.0,
+            le=2.0,
+            description="Neighbourhood radius on scikit-learn's cosine scale, 1 - cos, "
+            "0 < eps <= 2 (0.5: answers with cosine similarity of at least 0.5 are neighbours).",
+        )
+        min_samples: int = Field(
+            2, ge=1, description="Answers (the point itself included) needed to form a cluster."
+        )
+        use_centroid_synthesis: bool = Field(
+            False,
+            description="Pass the consensus answers to the arbiter nearest-to-centroid first "
+            "(without an arbiter the most central answer wins).",
+        )
+
+        @field_validator("eps")
+        @classmethod
+        def _positive_eps(cls, eps: float) -> float:
+            if eps <= 0.0:
+                raise ValueError(f"eps must be in (0, 2] on the 1 - cos scale, got {eps}")
+            return eps
 
     @classmethod
     def check_config(cls, config: ConsortiumConfig) -> None:

@@ -15,7 +15,10 @@ import difflib
 import re
 from typing import Any
 
-from .base import ConsortiumStrategy, Param
+from pydantic import Field
+
+from .base import ConsortiumStrategy
+from .params import StrategyParams
 
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _SPACE = re.compile(r"\s+")
@@ -44,35 +47,26 @@ class VotingStrategy(ConsortiumStrategy):
     description = (
         "Group similar answers and pass the largest group (the consensus) to the arbiter."
     )
-    parameters = (
-        Param(
-            "similarity_threshold",
-            "float",
+
+    class Params(StrategyParams):
+        similarity_threshold: float = Field(
             0.5,
-            "How similar two answers must be to count as the same vote (difflib ratio, 0-1).",
-            min=0.0,
-            max=1.0,
-        ),
-        Param(
-            "answer_length",
-            "int",
-            2000,
-            "Characters of each normalised answer that are compared.",
-            min=10,
-        ),
-        Param(
-            "require_majority",
-            "bool",
+            ge=0.0,
+            le=1.0,
+            description="How similar two answers must be to count as the same vote "
+            "(difflib ratio, 0-1).",
+        )
+        answer_length: int = Field(
+            2000, ge=10, description="Characters of each normalised answer that are compared."
+        )
+        require_majority: bool = Field(
             False,
-            "Consensus only when the largest group holds more than half of the answers.",
-        ),
-        Param(
-            "fallback_to_all",
-            "bool",
+            description="Consensus only when the largest group holds more than half of the answers.",
+        )
+        fallback_to_all: bool = Field(
             True,
-            "Without consensus, send every answer to the arbiter (else none: the run fails).",
-        ),
-    )
+            description="Without consensus, send every answer to the arbiter (else none: the run fails).",
+        )
 
     def initialize_state(self) -> None:
         super().initialize_state()
