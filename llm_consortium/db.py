@@ -138,8 +138,13 @@ def _readable(conn: sqlite3.Connection) -> bool:
 
 
 def _storable(value: Any) -> Any:
-    """Text that UTF-8 can encode: every value written passes here."""
-    return valid_unicode(value) if isinstance(value, str) else value
+    """Text that UTF-8 can encode (and JSON for a list, tuple or dict):
+    every value written passes here."""
+    if isinstance(value, str):
+        return valid_unicode(value)
+    if isinstance(value, (dict, list, tuple)):
+        return valid_unicode(_dumps(value))
+    return value
 
 
 #: What each column read back should hold (``stored_values.checked``): a
@@ -615,17 +620,28 @@ class Store:
     # Every value written reaches the database through _insert or _update:
     # the places to clean text on its way in.
     def _insert(self, db: sqlite_utils.Database, table: str, rows: list[dict[str, Any]], replace: bool = False) -> None:
+        """Insert ``rows`` (into a table the schema made) with one statement,
+        executemany: a column a row lacks is NULL, as with sqlite-utils'
+        ``insert_all``, which costs several times more per value (200 member
+        rows: about 7 ms against 2 ms)."""
         if rows:
-            db[table].insert_all([self._written(row) for row in rows], replace=replace)
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            names = ", ".join(f"[{column}]" for column in columns)
+            marks = ", ".join("?" * len(columns))
+            db.conn.executemany(
+                f"INSERT{' OR REPLACE' if replace else ''} INTO [{table}] ({names}) VALUES ({marks})",
+                [self._written(row, columns) for row in rows],
+            )
 
-    def _written(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A row as written: encodable text, and a member's or the arbiter's
-        prompt without the run's long prompt in it (``shared_prompt``)."""
+    def _written(self, row: dict[str, Any], columns: list[str]) -> list[Any]:
+        """A row's values as written, in ``columns`` order: encodable text,
+        JSON for a list or dict, and a member's or the arbiter's prompt
+        without the run's long prompt in it (``shared_prompt``)."""
         prompt = self._run_prompts.get(row.get("run_id")) if "prompt" in row else None
-        return {
-            key: _storable(shared_prompt.compact(value, prompt) if key == "prompt" and prompt else value)
-            for key, value in row.items()
-        }
+        return [
+            _storable(shared_prompt.compact(row[column], prompt) if column == "prompt" and prompt else row.get(column))
+            for column in columns
+        ]
 
     def _update(self, db: sqlite_utils.Database, table: str, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
         """Update rows found by their ``keys`` columns to the other values
