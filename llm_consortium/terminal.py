@@ -48,7 +48,9 @@ def valid_unicode(text: str) -> str:
     """``text`` with each lone surrogate replaced by U+FFFD, so that it can be
     encoded as UTF-8: stored, sent to a provider, printed. Text enters a run
     (the prompt, the history, every model reply and error) through this."""
-    return _SURROGATE.sub("\ufffd", text) if text else text
+    if not text or text.isascii():  # isascii is O(1) in CPython: most text is done here
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def printable(text: Any) -> str:
