@@ -140,6 +140,8 @@ def _readable(conn: sqlite3.Connection) -> bool:
 def _storable(value: Any) -> Any:
     """Text that UTF-8 can encode (and JSON for a list, tuple or dict):
     every value written passes here."""
+    if value is None or type(value) in (int, float):
+        return value
     if isinstance(value, str):
         return valid_unicode(value)
     if isinstance(value, (dict, list, tuple)):
@@ -637,11 +639,12 @@ class Store:
         """A row's values as written, in ``columns`` order: encodable text,
         JSON for a list or dict, and a member's or the arbiter's prompt
         without the run's long prompt in it (``shared_prompt``)."""
+        values = [_storable(row.get(column)) for column in columns]
         prompt = self._run_prompts.get(row.get("run_id")) if "prompt" in row else None
-        return [
-            _storable(shared_prompt.compact(row[column], prompt) if column == "prompt" and prompt else row.get(column))
-            for column in columns
-        ]
+        if prompt:
+            at = columns.index("prompt")
+            values[at] = _storable(shared_prompt.compact(row["prompt"], prompt))
+        return values
 
     def _update(self, db: sqlite_utils.Database, table: str, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
         """Update rows found by their ``keys`` columns to the other values
