@@ -38,25 +38,17 @@ def __getattr__(name: str) -> Any:
 def register_commands(cli):
     from .cli import register
 
-    register(cli, _add_report_commands, _add_run_command, _add_batch_commands)
+    register(cli, *(_commands_of(module) for module in ("reports", "run_command", "batch_commands")))
 
 
-def _add_report_commands(consortium: Any) -> None:
-    from .reports import register
+def _commands_of(module: str) -> Any:
+    """A callback adding ``module``'s commands to the ``llm consortium``
+    group, importing it only when the group is built."""
 
-    register(consortium)
+    def add(consortium: Any) -> None:
+        importlib.import_module(f"{__name__}.{module}").register(consortium)
 
-
-def _add_run_command(consortium: Any) -> None:
-    from .run_command import register
-
-    register(consortium)
-
-
-def _add_batch_commands(consortium: Any) -> None:
-    from .batch_commands import register
-
-    register(consortium)
+    return add
 
 
 _warned: set[tuple[str, str]] = set()
