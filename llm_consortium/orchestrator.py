@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import llm
@@ -51,8 +52,21 @@ from .stopping import IterationVerdict, judge_iteration
 from .terminal import valid_unicode
 
 Turn = tuple[str, str]
-# Member results that arrive within this many seconds are stored together.
-STORE_BATCH_SECONDS = 0.01
+# Member results are stored (then reported) together, at most this many
+# seconds after the first of them arrived; an iteration's last results wait
+# instead until the arbiter has been asked (``Run._release``).
+STORE_BATCH_SECONDS = 0.05
+
+
+@dataclass
+class _Held:
+    """An iteration's results not yet stored (its last batch, and which
+    answers reached the arbiter), and how many of its results were reported."""
+
+    total: int = 0
+    done: int = 0
+    results: list[MemberResult] = field(default_factory=list)
+    judged: tuple[list[MemberResult], Sequence[MemberResult]] | None = None
 
 
 def normalize_history(history: Any) -> list[Turn]:
@@ -278,9 +292,12 @@ class Run:
     """One run. Iterate it for events; afterwards ``result`` holds the
     result dict and ``status`` is ``success``, ``failed`` or ``interrupted``.
 
-    The run row is written before the first member is called and every member
-    and arbiter answer is stored as it arrives, so nothing is lost when the
-    run fails or is interrupted; the run is never left ``running``.
+    The run row is written before the first member is called. Member answers
+    are stored in batches as they arrive — an iteration's last batch as soon
+    as the arbiter has been asked, so that storing it adds nothing to the
+    wait — and always before they are reported; every arbiter answer is
+    stored as it arrives. Nothing is lost when the run fails or is
+    interrupted, and the run is never left ``running``.
     """
 
     def __init__(
@@ -308,6 +325,7 @@ class Run:
         self.output_tokens: int | None = None
         self.cancel = threading.Event()
         self._system_messages: dict[str, Any] = {}
+        self._held = _Held()
         self._started = time.monotonic()
         self._events: Iterator[Event] | None = None
 
@@ -383,25 +401,26 @@ class Run:
                     self._member_job(member, iteration, models, missing, strategy)
                     for member in selected
                 ]
-                results: list[MemberResult] = []
-                for result in self._fan_out(jobs):
-                    results.append(result)
-                    yield MemberFinished(result, len(results), len(jobs))
+                results = yield from self._fan_out(jobs)
                 results.sort(key=lambda result: result.member.index)
                 succeeded = [result for result in results if result.ok]
                 if len(succeeded) < config.min_responses:
+                    yield from self._release()
                     raise RunFailed(self._members_failed_message(iteration, results))
                 outcome: Processed | None = None
                 try:
                     outcome = process_with(strategy, succeeded, iteration)
                 finally:
-                    # Which answers reach the arbiter, and the strategy's notes.
-                    self.store.record_judged(self.run_id, results, outcome.responses if outcome else ())
+                    # Which answers reach the arbiter, and the strategy's notes:
+                    # stored with the held answers (``_release``).
+                    self._held.judged = (results, outcome.responses if outcome else ())
                 if not outcome.responses:
+                    yield from self._release()
                     raise RunFailed(
                         f"Strategy '{config.strategy}' passed no responses to the arbiter in iteration {iteration}"
                     )
                 if arbiter_model is None:
+                    yield from self._release()
                     first = outcome.responses[0]
                     decision = Decision(
                         synthesis=first.answer or first.text or "",
@@ -467,17 +486,20 @@ class Run:
             raise
         finally:
             self.cancel.set()
-            self.store.finish_run(
-                self.run_id,
-                status=self.status,
-                error=error,
-                iteration_count=reached,
-                final_confidence=decision.confidence if decision else None,
-                final_synthesis=decision.synthesis if decision and self.status == "success" else None,
-                input_tokens=self.input_tokens,
-                output_tokens=self.output_tokens,
-                duration_ms=int((time.monotonic() - self._started) * 1000),
-            )
+            try:
+                self._store_held()
+            finally:
+                self.store.finish_run(
+                    self.run_id,
+                    status=self.status,
+                    error=error,
+                    iteration_count=reached,
+                    final_confidence=decision.confidence if decision else None,
+                    final_synthesis=decision.synthesis if decision and self.status == "success" else None,
+                    input_tokens=self.input_tokens,
+                    output_tokens=self.output_tokens,
+                    duration_ms=int((time.monotonic() - self._started) * 1000),
+                )
         self.result = {
             "synthesis": decision.to_dict(),
             "iterations": [item.to_dict() for item in iterations],
@@ -587,9 +609,12 @@ class Run:
 
     def _fan_out(
         self, jobs: list[tuple[Member, CallRequest | None, MemberResult]]
-    ) -> Iterator[MemberResult]:
+    ) -> Generator[Event, None, list[MemberResult]]:
         """Call every member at once (no fixed cap; ``max_concurrency`` if
-        configured) and yield results as they arrive, stored first."""
+        configured); return every result. Results are stored and reported
+        (``MemberFinished``) in batches as they arrive, except the last
+        batch: it is held until the arbiter has been asked (``_release``),
+        so that storing it costs no time on the way to the arbiter."""
         config = self.config
         calls = CallGroup(
             timeout=config.timeout,
@@ -597,7 +622,9 @@ class Run:
             cancel=self.cancel,
             max_concurrency=config.max_concurrency,
         )
+        self._held = _Held(total=len(jobs))
         shells: dict[Hashable, MemberResult] = {}
+        results: list[MemberResult] = []
         batch: list[MemberResult] = []
         for _, request, shell in jobs:
             if request is None:
@@ -614,17 +641,40 @@ class Run:
             elif kind == "idle" and batch and time.monotonic() - first_waiting >= STORE_BATCH_SECONDS:
                 # What has arrived, stored in one transaction; results that
                 # arrive close together (hundreds of members) share one.
-                yield from self._store_members(batch)
+                results += batch
+                yield from self._report(batch)
                 batch = []
             # Wake soon only while results wait to be stored: polling every
             # few milliseconds would take the GIL from the members' threads.
             calls.wake_every = STORE_BATCH_SECONDS if batch else POLL_SECONDS
-        yield from self._store_members(batch)
+        self._held.results = batch
+        return results + batch
 
-    def _store_members(self, results: list[MemberResult]) -> Iterator[MemberResult]:
+    def _report(self, results: list[MemberResult]) -> Iterator[Event]:
+        """Store results, then report them: a reported result is stored."""
         if results:
             self.store.record_members(self.run_id, results)
-            yield from results
+            for result in results:
+                self._held.done += 1
+                yield MemberFinished(result, self._held.done, self._held.total)
+
+    def _store_held(self) -> list[MemberResult]:
+        """Store what is held: the iteration's last results, then which
+        answers reached the arbiter (their rows must exist first)."""
+        held, judged = self._held.results, self._held.judged
+        self._held.results, self._held.judged = [], None
+        if held:
+            self.store.record_members(self.run_id, held)
+        if judged is not None:
+            self.store.record_judged(self.run_id, *judged)
+        return held
+
+    def _release(self) -> Iterator[Event]:
+        """Store and report what is held: once the arbiter has been asked,
+        or before the iteration ends without it."""
+        for result in self._store_held():
+            self._held.done += 1
+            yield MemberFinished(result, self._held.done, self._held.total)
 
     def _member_result(self, shell: MemberResult, outcome: CallOutcome | None) -> MemberResult:
         if outcome is None:
@@ -670,8 +720,9 @@ class Run:
             iteration=iteration,
             max_iterations=config.max_iterations,
         )
-        yield ArbiterStarted(iteration, config.arbiter or "")
-        call, decision, streamed = yield from self._ask_arbiter(model, target, iteration, prompt, outcome)
+        call, decision, streamed = yield from self._ask_arbiter(
+            model, target, iteration, prompt, outcome, announce=True
+        )
         if decision.format_problem is None:
             self._record_decision(iteration, decision, call, prompt, outcome)
             return decision, streamed
@@ -697,11 +748,20 @@ class Run:
         return decision, streamed
 
     def _ask_arbiter(
-        self, model: Any, target: Any, iteration: int, prompt: str, outcome: Processed
-    ) -> Iterator[Event | tuple[CallOutcome, Decision, bool]]:
+        self,
+        model: Any,
+        target: Any,
+        iteration: int,
+        prompt: str,
+        outcome: Processed,
+        *,
+        announce: bool = False,
+    ) -> Generator[Event, None, tuple[CallOutcome, Decision, bool]]:
         """One arbiter call to ``target`` (the model, or its conversation),
         streaming the final synthesis when it can, and its parsed decision;
-        a failed call ends the run."""
+        a failed call ends the run. Once the call is on its way, what
+        ``_fan_out`` held is stored and reported, then ``ArbiterStarted``
+        (``announce``)."""
         config = self.config
         streaming = (
             self.stream_final and config.judging_method != "rank" and bool(getattr(model, "can_stream", False))
@@ -712,6 +772,11 @@ class Run:
         attempt_seen = 1
         call: CallOutcome | None = None
         for kind, _, payload in calls.events():
+            if announce:
+                # The arbiter is being asked: its wait is idle time.
+                yield from self._release()
+                yield ArbiterStarted(iteration, config.arbiter or "")
+                announce = False
             if kind == "done":
                 call = payload
             if kind != "chunk":
@@ -726,6 +791,9 @@ class Run:
             if delta:
                 yield SynthesisDelta(delta)
         assert call is not None
+        if announce:  # the call ended at once
+            yield from self._release()
+            yield ArbiterStarted(iteration, config.arbiter or "")
         self._add_usage(call.input_tokens, call.output_tokens)
         if call.error is not None:
             self._record_decision(iteration, None, call, prompt, outcome)
