@@ -56,6 +56,8 @@ Turn = tuple[str, str]
 # seconds after the first of them arrived; an iteration's last results wait
 # instead until the arbiter has been asked (``Run._release``).
 STORE_BATCH_SECONDS = 0.05
+# A failed iteration's message lists at most this many distinct member errors.
+MAX_ERROR_LINES = 10
 
 
 @dataclass
@@ -520,12 +522,24 @@ class Run:
         yield RunFinished(self.run_id, self.status, self.result)
 
     def _members_failed_message(self, iteration: int, results: list[MemberResult]) -> str:
+        """One line per distinct error, naming the members that got it (a few
+        of them, when hundreds failed alike); at most ``MAX_ERROR_LINES``."""
         failed = [result for result in results if not result.ok]
         lines = [
             f"Only {len(results) - len(failed)} of {len(results)} members answered in iteration "
             f"{iteration} (at least {self.config.min_responses} needed):"
         ]
-        lines += [f"  {result.member.label}: {result.error}" for result in failed]
+        by_error: dict[str, list[str]] = {}
+        for result in failed:
+            by_error.setdefault(result.error or "", []).append(result.member.label)
+        for error, labels in list(by_error.items())[:MAX_ERROR_LINES]:
+            named = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+            lines.append(f"  {named}: {error}")
+        if len(by_error) > MAX_ERROR_LINES:
+            lines.append(
+                f"  … and {len(by_error) - MAX_ERROR_LINES} other errors "
+                "(llm consortium run-info shows every member)"
+            )
         return "\n".join(lines)
 
     # -- members ------------------------------------------------------------

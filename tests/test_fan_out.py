@@ -115,3 +115,18 @@ def test_a_call_refused_while_its_response_is_built_fails_that_call_only():
     assert done["bad"].text is None
     assert "temperature" in done["bad"].error
     assert done["bad"].attempts == 1  # not retried: nothing transient about it
+
+
+def test_hundreds_of_members_failing_alike_make_one_line_each_error(fakes, tmp_path):
+    specs = {"down": {"fail": "service unavailable"}, "quota": {"fail": "quota exceeded"}, "judge": {"arbiter": True}}
+    with fakes(specs):
+        orchestrator = create_consortium(
+            ["down:40", "quota"], arbiter="judge", store=Store(tmp_path / "c.db"), retries=0
+        )
+        with pytest.raises(RunFailed) as failure:
+            orchestrator.orchestrate("q")
+    assert str(failure.value).splitlines() == [
+        "Only 0 of 41 members answered in iteration 1 (at least 1 needed):",
+        "  down[0], down[1], down[2] and 37 more: service unavailable",
+        "  quota[0]: quota exceeded",
+    ]

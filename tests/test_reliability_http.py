@@ -379,6 +379,5 @@ def test_api_raises_model_error_naming_every_failed_member(fakes, tmp_path):
             orchestrator.orchestrate("q")
     assert str(info.value).splitlines()[1:] == [
         "  quota[0]: quota exceeded",
-        "  overloaded[0]: model overloaded",
-        "  overloaded[1]: model overloaded",
+        "  overloaded[0], overloaded[1]: model overloaded",  # one line per distinct error
     ]
