@@ -54,6 +54,8 @@ def keep_notes(results: list[MemberResult], dicts: list[dict[str, Any]]) -> None
         if result is None:
             continue
         result.eliminated = result.eliminated or bool(data.get("eliminated"))
+        if data.keys() <= BASE_KEYS:
+            continue  # most dicts add nothing: checked at C speed
         for key, value in data.items():
             if key not in BASE_KEYS:
                 result.extra[key] = value.tolist() if hasattr(value, "tolist") else value

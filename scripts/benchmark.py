@@ -3,7 +3,9 @@
 (a) Fan-out: one round with N members of simulated 200 ms latency and a
     200 ms arbiter, through create_consortium() with a real SQLite store.
     The floor is 400 ms (one member round trip plus one arbiter round trip);
-    wall/floor near 1.0 means members really run at once.
+    wall/floor near 1.0 means members really run at once. Beside it, the
+    same round made with plain llm calls (a thread each, then the arbiter):
+    what llm and the threads alone cost, with no consortium.
 (b) Start-up: `llm --version` with the plugin loaded and without any plugin
     (LLM_LOAD_PLUGINS), medians of alternating runs, plus which heavy modules
     a plain `llm` start-up imports with the plugin loaded.
@@ -19,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
@@ -57,13 +60,23 @@ def fan_out(sizes: list[int], rounds: int) -> None:
 
     pm.register(Plugin(), name="bench-models")
     print("(a) fan-out: one round, members 200 ms, arbiter 200 ms, floor 400 ms")
-    print(f"{'members':>8} {'median wall':>12} {'wall/floor':>11} {'best':>8}")
+    print(f"{'members':>8} {'median wall':>12} {'wall/floor':>11} {'best':>8} {'plain llm':>10}")
+    member, arbiter = llm.get_model("bench-member"), llm.get_model("bench-arbiter")
+
+    def plain_round(pool: ThreadPoolExecutor, size: int) -> None:
+        """llm alone: each member call in a thread of a warm pool (no thread
+        is started while timed), then the arbiter."""
+        calls = [pool.submit(lambda: member.prompt("What is 6 x 7?", stream=False).text()) for _ in range(size)]
+        arbiter.prompt("\n".join(call.result() for call in calls), stream=False).text()
+
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.db")
         # One untimed run loads llm's model registry and the store's schema.
         create_consortium(["bench-member"], arbiter="bench-arbiter", store=store).orchestrate("warm up")
         for size in sizes:
-            walls = []
+            walls, plain = [], []
+            pool = ThreadPoolExecutor(max_workers=size)
+            list(pool.map(lambda _: time.sleep(0.05), range(size)))  # start every thread
             for _ in range(rounds):
                 orchestrator = create_consortium(
                     [f"bench-member:{size}"], arbiter="bench-arbiter", store=store, retries=0
@@ -72,8 +85,15 @@ def fan_out(sizes: list[int], rounds: int) -> None:
                 result = orchestrator.orchestrate("What is 6 x 7?")
                 walls.append(time.perf_counter() - started)
                 assert result["synthesis"]["synthesis"] == "42"
+                started = time.perf_counter()
+                plain_round(pool, size)
+                plain.append(time.perf_counter() - started)
             median = statistics.median(walls)
-            print(f"{size:>8} {median * 1000:>10.0f}ms {median / FLOOR:>11.3f} {min(walls) / FLOOR:>8.3f}")
+            print(
+                f"{size:>8} {median * 1000:>10.0f}ms {median / FLOOR:>11.3f} {min(walls) / FLOOR:>8.3f}"
+                f" {statistics.median(plain) / FLOOR:>10.3f}"
+            )
+            pool.shutdown()
     pm.unregister(name="bench-models")
 
 
