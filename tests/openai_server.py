@@ -229,6 +229,9 @@ def serve(behaviours: Optional[dict] = None, chutes_path: str = "/chutes/embed")
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: fifty members connecting at
+    # once overflowed it, and the refused connections retried a second later.
+    request_queue_size = 128
     block_on_close = False  # never wait for keep-alive handler threads
     owner: Server
 
