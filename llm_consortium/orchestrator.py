@@ -668,9 +668,12 @@ class Run:
         """Store results, then report them: a reported result is stored."""
         if results:
             self.store.record_members(self.run_id, results)
-            for result in results:
-                self._held.done += 1
-                yield MemberFinished(result, self._held.done, self._held.total)
+            yield from self._finished(results)
+
+    def _finished(self, stored: list[MemberResult]) -> Iterator[Event]:
+        for result in stored:
+            self._held.done += 1
+            yield MemberFinished(result, self._held.done, self._held.total)
 
     def _store_held(self) -> list[MemberResult]:
         """Store what is held: the iteration's last results, then which
@@ -686,9 +689,13 @@ class Run:
     def _release(self) -> Iterator[Event]:
         """Store and report what is held: once the arbiter has been asked,
         or before the iteration ends without it."""
-        for result in self._store_held():
-            self._held.done += 1
-            yield MemberFinished(result, self._held.done, self._held.total)
+        yield from self._finished(self._store_held())
+
+    def _arbiter_asked(self, iteration: int) -> Iterator[Event]:
+        """The arbiter's call is on its way: its wait is idle time, in which
+        what ``_fan_out`` held is stored and reported."""
+        yield from self._release()
+        yield ArbiterStarted(iteration, self.config.arbiter or "")
 
     def _member_result(self, shell: MemberResult, outcome: CallOutcome | None) -> MemberResult:
         if outcome is None:
@@ -787,9 +794,7 @@ class Run:
         call: CallOutcome | None = None
         for kind, _, payload in calls.events():
             if announce:
-                # The arbiter is being asked: its wait is idle time.
-                yield from self._release()
-                yield ArbiterStarted(iteration, config.arbiter or "")
+                yield from self._arbiter_asked(iteration)
                 announce = False
             if kind == "done":
                 call = payload
@@ -805,9 +810,8 @@ class Run:
             if delta:
                 yield SynthesisDelta(delta)
         assert call is not None
-        if announce:  # the call ended at once
-            yield from self._release()
-            yield ArbiterStarted(iteration, config.arbiter or "")
+        if announce:  # the call ended before any event
+            yield from self._arbiter_asked(iteration)
         self._add_usage(call.input_tokens, call.output_tokens)
         if call.error is not None:
             self._record_decision(iteration, None, call, prompt, outcome)
