@@ -58,25 +58,20 @@ class MemberResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The original plugin's member response shape, plus our fields."""
+        member = self.member
         data: dict[str, Any] = {
-            "model": self.member.model,
-            "instance": self.member.instance,
-            "id": int(self.member.id),
+            "model": member.model, "instance": member.instance, "id": int(member.id),
             "response_id": self.response_id,
-        }
-        if self.ok:
-            data.update(response=self.text, answer=self.answer, confidence=self.confidence)
+        }  # fmt: skip
+        if self.error is None:
+            data["response"], data["answer"], data["confidence"] = self.text, self.answer, self.confidence
         else:
             data["error"] = self.error
-        data.update(
-            iteration=self.iteration,
-            role=self.role,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            duration_ms=self.duration_ms,
-            attempts=self.attempts,
-            **self.extra,
-        )
+        data["iteration"], data["role"] = self.iteration, self.role
+        data["input_tokens"], data["output_tokens"] = self.input_tokens, self.output_tokens
+        data["duration_ms"], data["attempts"] = self.duration_ms, self.attempts
+        if self.extra:  # a strategy's notes, never one of the keys above
+            data.update(self.extra)
         if self.eliminated:
             data["eliminated"] = True
         return data
