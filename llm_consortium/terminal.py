@@ -50,7 +50,11 @@ def valid_unicode(text: str) -> str:
     (the prompt, the history, every model reply and error) through this."""
     if not text or text.isascii():  # isascii is O(1) in CPython: most text is done here
         return text
-    return _SURROGATE.sub("\ufffd", text)
+    try:
+        text.encode("utf-8")  # C speed: 40 µs for 37 KB against 230 µs for the regex
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def printable(text: Any) -> str:
