@@ -44,6 +44,9 @@ from .events import (
 from .terminal import printable
 
 QUIET_ENV = "LLM_CONSORTIUM_QUIET"
+# Members failing with the same error in one iteration: this many get a line
+# each as they fail, the others one line for all of them once the members are done.
+SAME_ERROR_LINES = 3
 _OFF_VALUES = ("", "0", "false", "no")
 
 
@@ -78,6 +81,7 @@ class Reporter:
         self.iteration = 0
         self.max_iterations = 0
         self._failures = 0
+        self._by_error: dict[str, int] = {}  # this iteration's failures, per error
         self._console: Any = None
         self._display: Any = None
         self._finished = False
@@ -162,10 +166,12 @@ class Reporter:
             self.iteration = event.iteration
             self.max_iterations = event.max_iterations
             self._failures = 0
+            self._by_error = {}
             self._status(f"{self._where()} · 0/{len(event.members)} members finished")
         elif isinstance(event, MemberFinished):
             self._member_finished(event)
         elif isinstance(event, ArbiterStarted):
+            self._more_failures()
             self._status(f"{self._where()} · arbiter {event.model} is judging")
         elif isinstance(event, ArbiterIgnoredFormat):
             self._line(format_warning(event), style="yellow")
@@ -179,12 +185,26 @@ class Reporter:
         result = event.result
         if not result.ok:
             self._failures += 1
-            self._line(
-                f"llm-consortium: member {result.member.label} failed: {result.error}",
-                style="yellow",
-            )
+            seen = self._by_error[result.error or ""] = self._by_error.get(result.error or "", 0) + 1
+            if seen <= SAME_ERROR_LINES:
+                self._line(
+                    f"llm-consortium: member {result.member.label} failed: {result.error}",
+                    style="yellow",
+                )
         failed = f" · {self._failures} failed" if self._failures else ""
         self._status(f"{self._where()} · {event.done}/{event.total} members finished{failed}")
+
+    def _more_failures(self) -> None:
+        """Once an iteration's members are done: one line for the members
+        whose failure was not shown, per error."""
+        for error, count in self._by_error.items():
+            if count > SAME_ERROR_LINES:
+                more = count - SAME_ERROR_LINES
+                self._line(
+                    f"llm-consortium: {more} more member{'s' if more > 1 else ''} failed: {error}",
+                    style="yellow",
+                )
+        self._by_error = {}
 
     def _iteration_finished(self, event: IterationFinished) -> None:
         confidence = f"confidence {event.decision.confidence:.2f}"

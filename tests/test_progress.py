@@ -231,3 +231,23 @@ def test_progress_counts_finished_members_when_the_only_one_done_failed(monkeypa
     assert "team · iteration 1/3 · 1/3 members finished · 1 failed" in text
     assert "answered" not in text
     assert "iteration 1/3: confidence 0.62, iterating again (confidence below the threshold 0.8)" in text
+
+
+def test_members_failing_alike_get_three_lines_then_one_for_the_rest(monkeypatch):
+    monkeypatch.delenv("LLM_CONSORTIUM_QUIET", raising=False)
+    members = [Member(id=str(n), model="down", instance=n - 1, index=n - 1) for n in range(1, 8)]
+    members.append(Member(id="8", model="quota", instance=0, index=7))
+    reporter = Reporter(io.StringIO())
+    reporter(RunStarted("run", "team", 1, len(members)))
+    reporter(IterationStarted(1, 1, members))
+    for done, member in enumerate(members, start=1):
+        error = "quota exceeded" if member.model == "quota" else "HTTP 503: unavailable"
+        reporter(MemberFinished(MemberResult(member=member, iteration=1, response_id="r", error=error), done, 8))
+    reporter(ArbiterStarted(1, "judge"))
+    assert reporter.stream.getvalue().splitlines() == [
+        "llm-consortium: member down[0] failed: HTTP 503: unavailable",
+        "llm-consortium: member down[1] failed: HTTP 503: unavailable",
+        "llm-consortium: member down[2] failed: HTTP 503: unavailable",
+        "llm-consortium: member quota[0] failed: quota exceeded",
+        "llm-consortium: 4 more members failed: HTTP 503: unavailable",
+    ]
