@@ -76,6 +76,62 @@ def test_the_originals_modules_and_names_are_there():
     assert ConsortiumModel("team", config).get_orchestrator().config is config
 
 
+def test_models_handed_out_by_a_patched_llm_get_model_are_used(tmp_path):
+    """The original looked every model up with llm.get_model, so its users'
+    tests patch that to hand out their own models (its test_integration.py
+    does); names llm does not know are asked of the replacement."""
+    from unittest.mock import patch
+
+    from llm_consortium import create_consortium
+    from llm_consortium.db import Store
+
+    class Scripted(llm.Model):
+        def __init__(self, model_id, reply):
+            self.model_id, self.reply = model_id, reply
+
+        def execute(self, prompt, stream, response, conversation=None):
+            yield self.reply
+
+    handed_out = {
+        "member1": Scripted("member1", "<answer>round</answer><confidence>0.9</confidence>"),
+        "arbiter_model": Scripted(
+            "arbiter_model",
+            "<confidence>0.95</confidence><needs_iteration>false</needs_iteration>"
+            "<synthesis>The earth is round.</synthesis>",
+        ),
+    }
+    with patch("llm_consortium.orchestrator.llm.get_model", side_effect=handed_out.__getitem__):
+        result = create_consortium(
+            ["member1"], arbiter="arbiter_model", manual_context=True, store=Store(tmp_path / "c.db")
+        ).orchestrate("Is the earth round?")
+    assert result["synthesis"]["synthesis"] == "The earth is round."
+    # llm's own get_model is never asked again for a name it does not know.
+    with pytest.raises(llm.ModelError, match="Unknown model: member1"):
+        create_consortium(["member1"], store=Store(tmp_path / "c.db")).orchestrate("q")
+
+
+def test_a_sentence_transformers_stand_in_taking_only_the_text_embeds(monkeypatch):
+    """The original called ``encode(text)`` for one text; stand-ins written
+    for it take nothing more."""
+    import sys
+    import types
+
+    from llm_consortium.embeddings.backends import SentenceTransformerBackend
+
+    class Model:
+        def encode(self, text):
+            return [0.4, 0.5, 0.6]
+
+        def get_sentence_embedding_dimension(self):
+            return 384
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=lambda name: Model()))
+    monkeypatch.setattr(SentenceTransformerBackend, "_loaded", {})
+    backend = SentenceTransformerBackend(model="stand-in")
+    assert list(backend.embed("hello")) == [0.4, 0.5, 0.6]
+    assert backend.dimension() == 384
+
+
 def test_strategies_command_prints_the_originals_class_names(cli):
     out = cli("consortium", "strategies").stdout
     assert "Name: semantic\n  Class: SemanticClusteringStrategy\n" in out

@@ -268,7 +268,10 @@ class SentenceTransformerBackend(BaseEmbeddingBackend):
             raise self.fail(describe_error(exc)) from exc
 
     def embed(self, text: str) -> Any:
-        return as_vector(self._load().encode(text, show_progress_bar=False))
+        # As the original calls it (a stand-in model may take nothing more);
+        # sentence-transformers draws no bar for it unless its logger is at
+        # INFO. Runs embed through embed_batch, which turns the bar off.
+        return as_vector(self._load().encode(text))
 
     def embed_batch(self, texts: Sequence[str]) -> list[Any]:
         encoded = self._load().encode(list(texts), convert_to_numpy=True, show_progress_bar=False)
