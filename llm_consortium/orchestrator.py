@@ -49,6 +49,7 @@ from .results import (
 )
 from .db import Store, shared_store
 from .stopping import IterationVerdict, judge_iteration
+from .strategies.base import processes_in_memory
 from .terminal import valid_unicode
 
 Turn = tuple[str, str]
@@ -297,7 +298,8 @@ class Run:
     The run row is written before the first member is called. Member answers
     are stored in batches as they arrive — an iteration's last batch as soon
     as the arbiter has been asked, so that storing it adds nothing to the
-    wait — and always before they are reported; every arbiter answer is
+    wait (or before the strategy runs, when it may take long) — and always
+    before they are reported; every arbiter answer is
     stored as it arrives. Nothing is lost when the run fails or is
     interrupted, and the run is never left ``running``.
     """
@@ -409,6 +411,10 @@ class Run:
                 if len(succeeded) < config.min_responses:
                     yield from self._release()
                     raise RunFailed(self._members_failed_message(iteration, results))
+                if not processes_in_memory(strategy):
+                    # It may call out (embeddings) and take long: what has
+                    # arrived is stored and reported first.
+                    yield from self._release()
                 outcome: Processed | None = None
                 try:
                     outcome = process_with(strategy, succeeded, iteration)

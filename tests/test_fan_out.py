@@ -130,3 +130,46 @@ def test_hundreds_of_members_failing_alike_make_one_line_each_error(fakes, tmp_p
         "  down[0], down[1], down[2] and 37 more: service unavailable",
         "  quota[0]: quota exceeded",
     ]
+
+
+def test_a_strategy_that_calls_out_gets_every_answer_stored_first(fakes, user_dir, monkeypatch):
+    """The semantic strategy calls an embedding model, which can take long:
+    the answers are stored before it starts, not only once the arbiter is asked."""
+    from conftest import db_rows, fake_models
+
+    stored_when_embedding = []
+    embed_batch = fake_models.HashEmbedding.embed_batch
+
+    def counting(self, items, *, key=None):
+        stored_when_embedding.append(
+            len(db_rows(user_dir, "select 1 from consortium_members where role != 'arbiter'"))
+        )
+        return embed_batch(self, items, key=key)
+
+    monkeypatch.setattr(fake_models.HashEmbedding, "embed_batch", counting)
+    specs = {"models": MODELS, "embedding_models": {"bow": {"dims": 64}}}
+    with fakes(specs):
+        create_consortium(
+            ["alpha:2", "beta"], arbiter="judge", max_iterations=1, strategy="semantic",
+            embedding_backend="llm", embedding_model="bow",
+        ).orchestrate("q")
+    assert stored_when_embedding and stored_when_embedding[0] == 3
+
+
+def test_only_the_built_in_computing_strategies_count_as_in_memory():
+    from llm_consortium.strategies import create_strategy
+    from llm_consortium.strategies.base import processes_in_memory
+    from llm_consortium.strategies.default import DefaultStrategy
+
+    class Renamed(DefaultStrategy):  # the built-in code: still quick
+        pass
+
+    class Plugin(DefaultStrategy):  # its own processing: may call out
+        def process_responses(self, successful_responses, iteration):
+            return successful_responses
+
+    for name in ("default", "voting", "elimination", "role"):
+        assert processes_in_memory(create_strategy(name, None, {})), name
+    assert processes_in_memory(Renamed(None, {}))
+    assert not processes_in_memory(Plugin(None, {}))
+    assert not processes_in_memory(object())

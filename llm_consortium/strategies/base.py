@@ -37,6 +37,21 @@ if TYPE_CHECKING:
 
 
 
+# The built-in strategies whose process_responses only computes over the
+# answers (no embedding calls, nothing that can take long).
+_IN_MEMORY_MODULES = frozenset(
+    f"llm_consortium.strategies.{name}" for name in ("default", "elimination", "role", "voting")
+)
+
+
+def processes_in_memory(strategy: Any) -> bool:
+    """Whether ``strategy.process_responses`` is a built-in one that only
+    computes: the semantic strategy's calls an embedding model, and a plugin's
+    may do anything (a subclass that overrides it is a plugin's)."""
+    method = getattr(type(strategy), "process_responses", None)
+    return getattr(method, "__module__", None) in _IN_MEMORY_MODULES
+
+
 class ConsortiumStrategy(ABC):
     """Base class of every strategy (the original plugin's API).
 
