@@ -237,9 +237,31 @@ def error_text(ex: BaseException) -> str:
     return text if text else type(ex).__name__
 
 
-def answer_row(model: Any, row: Row) -> Answer:
-    """Send ``row`` to ``model`` (an ``llm.Model``). A failure is recorded in
-    the answer; a missing key raises ``BatchStopped`` (every row would fail)."""
+def check_options(model: Any, options: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``--option KEY VALUE`` pairs as a dict, checked against the model's
+    options before any row is sent; a bad one is a usage error."""
+    import llm
+    import pydantic
+
+    given = dict(options)
+    try:
+        model.Options(**given)
+    except llm.ModelError as ex:  # a consortium's own check: names the valid options
+        raise ConfigError(f"--option: {ex}") from None
+    except pydantic.ValidationError as ex:
+        error = ex.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "options"
+        valid = ", ".join(model.Options.model_fields) or "none"
+        raise ConfigError(
+            f"--option {where}: {error['msg']} (options of {model.model_id}: {valid})"
+        ) from None
+    return given
+
+
+def answer_row(model: Any, row: Row, options: dict[str, str] | None = None) -> Answer:
+    """Send ``row`` to ``model`` (an ``llm.Model``) with ``options``. A
+    failure is recorded in the answer; a missing key raises ``BatchStopped``
+    (every row would fail)."""
     import llm
 
     from .model import ConsortiumModel
@@ -248,7 +270,7 @@ def answer_row(model: Any, row: Row) -> Answer:
     response = None
     started = time.monotonic()
     try:
-        response = model.prompt(row.prompt, system=row.system, stream=False)
+        response = model.prompt(row.prompt, system=row.system, stream=False, **(options or {}))
         result.answer = response.text()
     except llm.NeedsKeyException as ex:
         raise BatchStopped(f"{model.model_id}: {error_text(ex)}") from None
@@ -540,6 +562,7 @@ def run_batch(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     fail_fast: bool = False,
+    options: dict[str, str] | None = None,
     on_done: Callable[[Answer], None] | None = None,
 ) -> BatchSummary:
     """Send every row not in ``out.done`` to ``model`` and write the answers
@@ -565,7 +588,7 @@ def run_batch(
 
     run_ordered(
         todo(),
-        lambda row: answer_row(model, row),
+        lambda row: answer_row(model, row, options),
         concurrency=concurrency,
         on_result=write,
         on_done=on_done,

@@ -67,12 +67,15 @@ def register(consortium: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(FORMATS),
                   help="Input format (default: from the file name, else sniffed)")
     @click.option("--system", help="System prompt for rows without a 'system' field")
+    @click.option("--option", "options", type=(str, str), multiple=True, metavar="KEY VALUE",
+                  help="An option for the model, as llm -o takes it (-o is the output here): "
+                  "--option temperature 0")
     @click.option("--prompt-field", default="prompt", show_default=True,
                   help="Field (or CSV column) holding the prompt")
     @click.option("--id-field", default="id", show_default=True, help="Field holding the row id")
     @click.option("--fail-fast", is_flag=True, help="Stop at the first failing row")
     @friendly_errors
-    def batch_command(input_path, model_name, output, concurrency, fmt, system, prompt_field,
+    def batch_command(input_path, model_name, output, concurrency, fmt, system, options, prompt_field,
                       id_field, fail_fast):
         """Run a model over every prompt of INPUT, writing one JSON line per row.
 
@@ -86,21 +89,24 @@ def register(consortium: click.Group) -> None:
         Rerunning with the same -o file resumes: rows already answered are
         not sent again; rows that failed are retried. A failing row is
         recorded with its error and the batch goes on (--fail-fast stops).
+        --option KEY VALUE passes an option to every call (a consortium
+        takes its own: --option max_iterations 1).
 
         \b
         Example usage:
             llm consortium batch questions.jsonl -m my-team -o answers.jsonl
-            llm consortium batch questions.jsonl -m gpt-4o-mini -o baseline.jsonl
+            llm consortium batch questions.jsonl -m gpt-4o-mini -o baseline.jsonl --option temperature 0
             cat prompts.txt | llm consortium batch - -m my-team --concurrency 8
         """
         from dataclasses import replace
 
-        from .batch import (BatchSummary, OutputClosed, OutputFile, StdoutOutput, check_rows,
-                            read_rows, resolve_model, run_batch)
+        from .batch import (BatchSummary, OutputClosed, OutputFile, StdoutOutput, check_options,
+                            check_rows, read_rows, resolve_model, run_batch)
         from .batch_progress import BatchProgress
         from .progress import sigterm_as_interrupt
 
         model = resolve_model(model_name)
+        model_options = check_options(model, options)
 
         def rows():
             for row in read_rows(input_path, fmt, prompt_field=prompt_field, id_field=id_field):
@@ -114,7 +120,7 @@ def register(consortium: click.Group) -> None:
         try:
             with sigterm_as_interrupt(), BatchProgress(remaining, f"batch · {model.model_id}") as bar:
                 run_batch(model, rows(), out, summary, concurrency=concurrency, fail_fast=fail_fast,
-                          on_done=lambda answer: bar.advance(answer.ok))
+                          options=model_options, on_done=lambda answer: bar.advance(answer.ok))
         except OutputClosed:
             return  # like any filter whose reader stopped reading
         except KeyboardInterrupt:

@@ -272,3 +272,31 @@ def test_an_output_file_of_another_model_is_not_taken_for_answers(cli, fakes, tm
     assert result.exit_code == 2
     assert f"{out} holds answers from the model 'echo-a', not 'flaky'" in result.stderr
     assert out.read_text() == before and calls("flaky") == []
+
+
+def test_options_reach_every_call_and_a_consortium_takes_its_own(cli, fakes, tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
+    specs = {**MODELS, "arb": {"arbiter": True, "arbiter_confidence": 0.3}}  # always wants more
+    with fakes(specs):
+        plain = cli("consortium", "batch", str(source), "-m", "echo-a",
+                    "--option", "temperature", "0.2", "--option", "max_tokens", "5")
+        cli("consortium", "save", "duo", "-m", "m1", "-m", "m2", "--arbiter", "arb", "--max-iterations", "3")
+        team = cli("consortium", "batch", str(source), "-m", "duo", "--option", "max_iterations", "1")
+    assert plain.exit_code == 0, plain.output
+    options = [call["options"] for call in fake_models.ScriptedModel.calls["echo-a"]]
+    assert options == [{"temperature": 0.2, "max_tokens": 5}] * 2
+    assert team.exit_code == 0, team.output
+    runs = db_rows(__import__("llm").user_dir(), "select iteration_count, max_iterations from consortium_runs")
+    assert [run["iteration_count"] for run in runs] == [1, 1]  # not the saved 3
+
+
+def test_a_bad_option_is_one_line_and_nothing_is_sent(cli, fakes, tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a"}])
+    with fakes(MODELS):
+        cli("consortium", "save", "duo", "-m", "m1", "-m", "m2", "--arbiter", "arb")
+        unknown = cli("consortium", "batch", str(source), "-m", "duo", "--option", "temperature", "0")
+        wrong = cli("consortium", "batch", str(source), "-m", "echo-a", "--option", "temperature", "hot")
+    assert unknown.exit_code == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "--option: Unknown option 'temperature' for a consortium; valid options: max_iterations" in unknown.stderr
+    assert wrong.exit_code == 2 and "--option temperature: Input should be a valid number" in wrong.stderr
+    assert calls("echo-a") == [] and calls("m1") == [] and unknown.stdout == wrong.stdout == ""
