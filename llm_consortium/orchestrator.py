@@ -299,9 +299,9 @@ class Run:
     are stored in batches as they arrive — an iteration's last batch as soon
     as the arbiter has been asked, so that storing it adds nothing to the
     wait (or before the strategy runs, when it may take long) — and always
-    before they are reported; every arbiter answer is
-    stored as it arrives. Nothing is lost when the run fails or is
-    interrupted, and the run is never left ``running``.
+    before they are reported; every arbiter answer is stored as it arrives.
+    Nothing is lost when the run fails or is interrupted, and the run is
+    never left ``running``.
     """
 
     def __init__(
