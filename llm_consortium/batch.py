@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Generic, TypeVar
 
-from .errors import ConfigError, ConsortiumError
+from .errors import ConfigError, ConsortiumError, first_invalid
 
 DEFAULT_CONCURRENCY = 4
 T = TypeVar("T")
@@ -249,12 +249,9 @@ def check_options(model: Any, options: Iterable[tuple[str, str]]) -> dict[str, s
     except llm.ModelError as ex:  # a consortium's own check: names the valid options
         raise ConfigError(f"--option: {ex}") from None
     except pydantic.ValidationError as ex:
-        error = ex.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "options"
+        where, message, _ = first_invalid(ex, "options")
         valid = ", ".join(model.Options.model_fields) or "none"
-        raise ConfigError(
-            f"--option {where}: {error['msg']} (options of {model.model_id}: {valid})"
-        ) from None
+        raise ConfigError(f"--option {where}: {message} (options of {model.model_id}: {valid})") from None
     return given
 
 

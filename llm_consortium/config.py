@@ -15,7 +15,7 @@ from .defaults import (
     EMBEDDING_BACKENDS,
     JUDGING_METHODS,
 )
-from .errors import ConfigError
+from .errors import ConfigError, first_invalid
 from .specs import parse_models
 
 
@@ -70,12 +70,11 @@ class ConsortiumConfig(BaseModel):
         try:
             super().__init__(**data)
         except pydantic.ValidationError as ex:
-            error = ex.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "config"
+            where, message, error = first_invalid(ex, "config")
             cause = error.get("ctx", {}).get("error")
             if isinstance(cause, ConfigError):
                 raise ConfigError(str(cause)) from None
-            raise ConfigError(f"Invalid {where}: {error['msg']}") from None
+            raise ConfigError(f"Invalid {where}: {message}") from None
         self._check(stored)
 
     @field_validator("models", mode="before")

@@ -27,6 +27,13 @@ class ConfigError(ConsortiumError, ValueError):
     """A consortium configuration or a model spec is invalid."""
 
 
+def first_invalid(ex: Exception, default: str) -> tuple[str, str, dict]:
+    """A pydantic ``ValidationError``'s first error: where (dotted field
+    path, else ``default``), its message, and the error itself."""
+    error = ex.errors()[0]  # type: ignore[attr-defined]
+    return ".".join(str(part) for part in error["loc"]) or default, error["msg"], error
+
+
 class NotFoundError(ConsortiumError, KeyError):
     """A saved consortium or a run does not exist."""
 
